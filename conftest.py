@@ -1,0 +1,110 @@
+"""The backend matrix: every test that takes ``backend`` (or ``xp``) runs once per backend.
+
+Backends: numpy; array_api_strict on its default device and on ``Device("device1")`` (an array
+made on the wrong device fails there, without a GPU); torch on the CPU and on CUDA; jax; cupy.
+Select with ``pytest --backend NAME`` (repeatable; a library name or an id such as ``torch-cpu``)
+or ``PORTNET_BACKEND=NAME``. A backend that cannot run here is skipped with its reason; a GPU one
+fails instead when ``PORTNET_REQUIRE_GPU=1``, and so does any backend named explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import pytest
+
+from portnet import backend as backends
+
+
+@dataclass(frozen=True)
+class Candidate:
+    id: str
+    name: str
+    device: object
+    gpu: bool = False
+
+
+CANDIDATES = (
+    Candidate("numpy", "numpy", None),
+    Candidate("array_api_strict", "array_api_strict", None),
+    Candidate("array_api_strict-device1", "array_api_strict", "device1"),
+    Candidate("torch-cpu", "torch", "cpu"),
+    Candidate("torch-cuda", "torch", "cuda", gpu=True),
+    Candidate("jax", "jax", None),
+    Candidate("cupy", "cupy", 0, gpu=True),
+)
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--backend",
+        action="append",
+        default=[],
+        help="run the backend matrix on this backend only (repeatable): "
+        + ", ".join(sorted({c.name for c in CANDIDATES} | {c.id for c in CANDIDATES})),
+    )
+
+
+def _selected(config) -> tuple[list[Candidate], bool]:
+    names = config.getoption("--backend") or (
+        [os.environ["PORTNET_BACKEND"]] if os.environ.get("PORTNET_BACKEND") else []
+    )
+    if not names:
+        return list(CANDIDATES), False
+    known = {c.name for c in CANDIDATES} | {c.id for c in CANDIDATES}
+    for n in names:
+        if n not in known:
+            raise pytest.UsageError(f"unknown backend {n!r} for --backend; expected one of {sorted(known)}")
+    return [c for c in CANDIDATES if c.id in names or c.name in names], True
+
+
+_probes: dict[str, object] = {}
+
+
+def _probe(candidate: Candidate):
+    """The Backend, or the reason it cannot run here (probed once per session)."""
+    if candidate.id not in _probes:
+        try:
+            _probes[candidate.id] = backends.make_backend(candidate.name, candidate.device, "float64")
+        except (backends.BackendUnavailableError, ValueError) as exc:
+            _probes[candidate.id] = str(exc)
+    return _probes[candidate.id]
+
+
+def pytest_generate_tests(metafunc):
+    if "backend" in metafunc.fixturenames:
+        chosen, explicit = _selected(metafunc.config)
+        params = [pytest.param((c, explicit), id=c.id) for c in chosen]
+        metafunc.parametrize("backend", params, indirect=True, scope="function")
+
+
+def pytest_report_header(config):
+    chosen, _ = _selected(config)
+    rows = []
+    for c in chosen:
+        found = _probe(c)
+        rows.append(f"  {c.id}: " + (f"{found.device}" if isinstance(found, backends.Backend) else f"skipped ({found})"))
+    return ["portnet backend matrix:", *rows]
+
+
+@pytest.fixture
+def backend(request):
+    """The Backend under test, active for the test's duration (arrays it creates land on it)."""
+    candidate, explicit = request.param
+    found = _probe(candidate)
+    if not isinstance(found, backends.Backend):
+        must_run = explicit and not candidate.gpu
+        if candidate.gpu and os.environ.get("PORTNET_REQUIRE_GPU") == "1":
+            must_run = True
+        if must_run:
+            pytest.fail(f"{candidate.id} cannot run here: {found}")
+        pytest.skip(f"{candidate.id}: {found}")
+    with backends.use_backend(candidate.name, found.device, "float64") as active:
+        yield active
+
+
+@pytest.fixture
+def xp(backend):
+    """The array-API namespace of the backend under test."""
+    return backend.xp

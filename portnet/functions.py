@@ -1,0 +1,123 @@
+"""The book's activation and loss functions (common/functions.py), on the array API.
+
+Each function follows its input: the namespace and device come from the arguments, the dtype of a
+floating input is kept, and shapes that do not match are an error rather than a broadcast.
+"""
+
+from __future__ import annotations
+
+import array_api_compat
+
+from .backend import namespace_of
+
+#: The book's guard inside the logarithm of the cross-entropy (eq. 4.2): log(y + delta).
+DELTA = 1e-7
+
+
+def identity_function(x):
+    """h(x) = x, the output activation for regression (ch. 3.5)."""
+    return x
+
+
+def step_function(x):
+    """h(x) = 1 if x > 0 else 0 (eq. 3.3); the input's dtype is kept."""
+    xp = namespace_of(x)
+    return xp.astype(x > 0, x.dtype)
+
+
+def sigmoid(x):
+    """h(x) = 1 / (1 + exp(-x)) (eq. 3.6), computed without overflow for large |x|."""
+    xp = namespace_of(x)
+    e = xp.exp(-xp.abs(x))
+    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def sigmoid_grad(x):
+    """dh/dx = (1 - h(x)) h(x) for the sigmoid h (ch. 5.5.2)."""
+    y = sigmoid(x)
+    return (1.0 - y) * y
+
+
+def relu(x):
+    """h(x) = max(0, x) (eq. 3.7)."""
+    xp = namespace_of(x)
+    return xp.where(x > 0, x, xp.zeros_like(x))
+
+
+def relu_grad(x):
+    """dh/dx = 1 where x > 0, else 0 (ch. 5.5.1)."""
+    xp = namespace_of(x)
+    return xp.astype(x > 0, x.dtype)
+
+
+def softmax(x):
+    """y_k = exp(a_k - c) / sum_i exp(a_i - c), c = max(a) (eq. 3.11), over the last axis."""
+    xp = namespace_of(x)
+    e = xp.exp(x - xp.max(x, axis=-1, keepdims=True))
+    return e / xp.sum(e, axis=-1, keepdims=True)
+
+
+def mean_squared_error(y, t):
+    """E = 0.5 * sum_k (y_k - t_k)^2 (eq. 4.1), summed over every element as the book does."""
+    xp = namespace_of(y, t)
+    _same_shape(y, t, "mean_squared_error")
+    return 0.5 * xp.sum((y - xp.astype(t, y.dtype)) ** 2)
+
+
+def cross_entropy_error(y, t):
+    """E = -(1/N) sum_n log(y[n, t_n] + 1e-7) (eqs. 4.2-4.3), y 1-D or batched.
+
+    ``t`` holds one-hot rows (the shape of ``y``; the book takes their argmax) or integer labels
+    (the shape of ``y`` without its last axis). Labels outside ``[0, classes)`` are an error.
+    """
+    xp = namespace_of(y, t)
+    labels = labels_of(xp, y, t, "cross_entropy_error")
+    check_labels(xp, labels, y.shape[-1])
+    return _cross_entropy(xp, y, labels)
+
+
+def softmax_loss(x, t):
+    """cross_entropy_error(softmax(x), t): the loss of a softmax classifier on logits ``x``."""
+    return cross_entropy_error(softmax(x), t)
+
+
+# --------------------------------------------------------------------------- helpers
+def _same_shape(y, t, what):
+    if tuple(y.shape) != tuple(t.shape):
+        raise ValueError(f"{what}: y has shape {tuple(y.shape)} but t has shape {tuple(t.shape)}")
+
+
+def labels_of(xp, y, t, what="labels"):
+    """Integer class labels from ``t``, given as one-hot rows or as labels, for scores ``y``."""
+    if tuple(t.shape) == tuple(y.shape):
+        return xp.argmax(t, axis=-1)
+    if tuple(t.shape) != tuple(y.shape[:-1]):
+        raise ValueError(
+            f"{what}: t has shape {tuple(t.shape)}, expected one-hot {tuple(y.shape)} "
+            f"or labels {tuple(y.shape[:-1])} for y of shape {tuple(y.shape)}"
+        )
+    if not xp.isdtype(t.dtype, "integral"):
+        raise ValueError(f"{what}: labels must be integers, got dtype {t.dtype}")
+    return t
+
+
+def check_labels(xp, labels, classes: int) -> None:
+    """Raise if a label lies outside [0, classes). Reads two numbers back from the device."""
+    if labels.ndim == 0 or labels.shape[0] != 0:
+        low, high = int(xp.min(labels)), int(xp.max(labels))
+        if low < 0 or high >= classes:
+            bad = low if low < 0 else high
+            raise ValueError(f"label {bad} is out of range: expected labels in [0, {classes})")
+
+
+def one_hot(xp, labels, classes: int, dtype):
+    """Rows of ``classes`` zeros with a one at each label: built by comparison, no index assignment."""
+    classes = xp.arange(classes, device=array_api_compat.device(labels))
+    return xp.astype(labels[..., None] == classes, dtype)
+
+
+def _cross_entropy(xp, y, labels):
+    """Mean of -log(y[n, label_n] + delta) without fancy indexing (no range check)."""
+    picked = xp.sum(xp.where(one_hot(xp, labels, y.shape[-1], xp.bool), y, xp.zeros_like(y)), axis=-1)
+    batch = 1 if y.ndim == 1 else y.shape[0]
+    return -xp.sum(xp.log(picked + DELTA)) / batch

@@ -1,0 +1,65 @@
+"""Shared test helpers: the one tolerance table, and comparisons that check more than values."""
+
+from __future__ import annotations
+
+import array_api_compat
+import numpy as np
+
+from portnet.backend import dtype_name, namespace_of, to_numpy
+
+#: The only place tolerances live.
+TOLERANCE = {
+    "float64": {"rtol": 1e-10, "atol": 1e-12},
+    "float32": {"rtol": 1e-5, "atol": 1e-6},
+}
+
+
+def tolerance(dtype) -> dict:
+    return dict(TOLERANCE[dtype_name(dtype)])
+
+
+def assert_like(actual, backend, dtype=None, shape=None):
+    """``actual`` is an array of the backend's namespace and device, with this dtype and shape."""
+    assert namespace_of(actual) is backend.xp, f"namespace {namespace_of(actual).__name__}, expected {backend.xp.__name__}"
+    assert array_api_compat.device(actual) == backend.device, (
+        f"device {array_api_compat.device(actual)}, expected {backend.device}"
+    )
+    if dtype is not None:
+        assert dtype_name(actual.dtype) == dtype_name(dtype), f"dtype {actual.dtype}, expected {dtype}"
+    if shape is not None:
+        assert tuple(actual.shape) == tuple(shape), f"shape {tuple(actual.shape)}, expected {tuple(shape)}"
+
+
+def assert_close(actual, expected, backend, dtype, **override):
+    """Namespace, device, dtype and shape first, then the values against ``expected`` (NumPy)."""
+    expected = np.asarray(expected)
+    assert_like(actual, backend, dtype, expected.shape)
+    np.testing.assert_allclose(to_numpy(actual), expected, **{**tolerance(dtype), **override})
+
+
+def assert_prints(actual, printed: str, backend, dtype):
+    """``actual`` shows the digits the book printed (NumPy's 8 decimals) in float64, to the digit;
+    in float32 it is close to them within the float32 tolerance."""
+    expected = np.array([float(v) for v in printed.replace("[", " ").replace("]", " ").split()])
+    expected = expected.reshape(_printed_shape(printed))
+    assert_like(actual, backend, dtype, expected.shape)
+    host = to_numpy(actual)
+    if dtype_name(dtype) == "float64":
+        shown = np.array2string(host).replace("[", " ").replace("]", " ").split()
+        assert shown == printed.replace("[", " ").replace("]", " ").split(), f"prints {np.array2string(host)}, the book {printed}"
+    else:
+        np.testing.assert_allclose(host, expected, **tolerance(dtype))
+
+
+def _printed_shape(printed: str):
+    depth = len(printed) - len(printed.lstrip("["))
+    count = len(printed.replace("[", " ").replace("]", " ").split())
+    return (1,) * (depth - 1) + (count,) if depth else ()
+
+
+def on(backend, a, dtype=None):
+    """A NumPy value as an array of ``backend`` (float data cast to ``dtype`` when given)."""
+    a = np.asarray(a)
+    if dtype is not None and a.dtype.kind == "f":
+        a = a.astype(dtype_name(dtype))
+    return backend.xp.asarray(a, device=backend.device)

@@ -1,0 +1,109 @@
+"""Backend selection: names, devices, errors, and moving arrays on and off a backend."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import portnet as pn
+from portnet import backend as backends
+from tests.helpers import assert_like
+
+
+def test_unknown_backend_names_the_value_and_the_choices():
+    with pytest.raises(ValueError, match=r"'tensorflow'.*numpy, cupy, torch, jax, array_api_strict"):
+        pn.set_backend("tensorflow")
+
+
+def test_unknown_backend_from_environment(monkeypatch):
+    monkeypatch.setenv("PORTNET_BACKEND", "nupmy")
+    monkeypatch.setattr(backends, "_active", None)
+    with pytest.raises(ValueError, match=r"PORTNET_BACKEND='nupmy'.*expected one of numpy"):
+        pn.get_namespace()
+
+
+def test_environment_selects_backend_and_dtype(monkeypatch):
+    monkeypatch.setenv("PORTNET_BACKEND", "array_api_strict")
+    monkeypatch.setenv("PORTNET_DEVICE", "device1")
+    monkeypatch.setenv("PORTNET_DTYPE", "float64")
+    monkeypatch.setattr(backends, "_active", None)
+    info = pn.backend_info()
+    assert (info["backend"], info["device"], info["dtype"]) == ("array_api_strict", "array_api_strict.Device('device1')", "float64")
+    assert "array_api_strict" in info["versions"]
+
+
+def test_missing_library_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # makes `import cupy` fail
+    with pytest.raises(pn.BackendUnavailableError, match=r"'cupy'.*not installed.*pip install 'portnet\[cuda12\]'"):
+        pn.set_backend("cupy")
+
+
+def test_invisible_cuda_device_is_an_error(monkeypatch):
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(pn.BackendUnavailableError, match=r"'cuda:0' is not visible: 0 CUDA device"):
+        pn.set_backend("torch", "cuda:0")
+
+
+def test_bad_device_names(monkeypatch):
+    with pytest.raises(ValueError, match="'numpy' runs on 'cpu' only"):
+        pn.set_backend("numpy", "cuda")
+    pytest.importorskip("array_api_strict")
+    with pytest.raises(ValueError, match="unknown array_api_strict device 'gpu7'"):
+        pn.set_backend("array_api_strict", "gpu7")
+
+
+def test_bad_dtype():
+    with pytest.raises(ValueError, match="unsupported dtype 'float16'"):
+        pn.set_backend("numpy", dtype="float16")
+
+
+def test_use_backend_restores_the_previous_one():
+    before = pn.backend_info()
+    with pn.use_backend("numpy", dtype="float64") as b:
+        assert pn.backend_info()["dtype"] == "float64"
+        assert b.xp is pn.get_namespace()
+    assert pn.backend_info() == before
+
+
+def test_import_prints_nothing_and_loads_no_backend():
+    code = "import sys, portnet; print(sorted(m for m in ('torch', 'jax', 'cupy', 'array_api_strict') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout == "[]\n" and out.stderr == ""
+
+
+def test_asarray_and_to_numpy_round_trip(backend):
+    a = np.arange(6.0).reshape(2, 3)
+    x = pn.asarray(a)
+    assert_like(x, backend, "float64", (2, 3))
+    assert_like(pn.asarray([[1, 2]]), backend, "int64", (1, 2))
+    assert_like(pn.asarray(a, dtype="float32"), backend, "float32", (2, 3))
+    back = pn.to_numpy(x)
+    assert isinstance(back, np.ndarray) and np.array_equal(back, a)
+    # an array of another library (or device) moves onto the active backend
+    with pn.use_backend("numpy"):
+        moved = pn.asarray(x)
+    assert isinstance(moved, np.ndarray) and np.array_equal(moved, a)
+    assert_like(pn.asarray(moved), backend, "float64", (2, 3))
+
+
+def test_backend_info_reports_the_active_backend(backend):
+    info = pn.backend_info()
+    assert info["backend"] == backend.name
+    assert info["device"] == str(backend.device)
+    assert info["namespace"] == backend.xp.__name__
+
+
+def test_random_is_seeded_and_on_device(backend):
+    rng_a = backends.Random(backend.xp, backend.device, seed=3)
+    rng_b = backends.Random(backend.xp, backend.device, seed=3)
+    u = rng_a.uniform((4, 5), backend.xp.float32)
+    assert_like(u, backend, "float32", (4, 5))
+    assert np.array_equal(pn.to_numpy(u), pn.to_numpy(rng_b.uniform((4, 5), backend.xp.float32)))
+    assert ((pn.to_numpy(u) >= 0) & (pn.to_numpy(u) < 1)).all()
+    perm = pn.to_numpy(rng_a.permutation(50))
+    assert sorted(perm.tolist()) == list(range(50))
+    host = backends.Random(backend.xp, backend.device, seed=3, source="host")
+    np_host = backends.Random(np, "cpu", seed=3, source="host")
+    assert np.array_equal(pn.to_numpy(host.permutation(50)), np_host.permutation(50))

@@ -1,0 +1,62 @@
+"""portnet.gradient: the book's ch. 4 numbers, no in-place writes, metadata kept."""
+
+import numpy as np
+import pytest
+
+import portnet as pn
+from tests.helpers import assert_close, assert_prints, on
+
+
+def function_1(x):
+    return 0.01 * x**2 + 0.1 * x
+
+
+def test_numerical_diff_book_values(backend):
+    # The book's ch. 4.3.2: 0.1999999999990898 and 0.2999999999986347 (true values 0.2 and 0.3).
+    for x, expected in [(5.0, 0.1999999999990898), (10.0, 0.2999999999986347)]:
+        assert pn.numerical_diff(function_1, x) == expected
+        assert_close(pn.numerical_diff(function_1, on(backend, x)), expected, backend, "float64")
+
+
+@pytest.mark.parametrize("point, expected", [([3.0, 4.0], [6.0, 8.0]), ([0.0, 2.0], [0.0, 4.0]), ([3.0, 0.0], [6.0, 0.0])])
+def test_numerical_gradient_book_values(backend, point, expected):
+    xp = backend.xp
+    x = on(backend, point)
+    grad = pn.numerical_gradient(lambda v: xp.sum(v**2), x)
+    assert_close(grad, expected, backend, "float64", rtol=0, atol=1e-7)
+    assert_close(x, point, backend, "float64", rtol=0, atol=0)  # the caller's array is untouched
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_numerical_gradient_any_shape(backend, dtype):
+    xp = backend.xp
+    x_np = np.random.default_rng(0).normal(size=(2, 3, 2))
+    weights = on(backend, np.arange(12.0).reshape(2, 3, 2), dtype)
+    x = on(backend, x_np, dtype)
+    grad = pn.numerical_gradient(lambda v: xp.sum(weights * v**2), x)
+    tol = {"float64": 1e-6, "float32": 2e-1}[dtype]  # float32 central differences are coarse
+    assert_close(grad, 2 * np.arange(12.0).reshape(2, 3, 2) * x_np.astype(dtype), backend, dtype, rtol=0, atol=tol)
+
+
+def test_numerical_gradient_rejects_integers(backend):
+    with pytest.raises(TypeError, match="floating-point"):
+        pn.numerical_gradient(lambda v: v, on(backend, [1, 2]))
+
+
+def test_gradient_descent_book_values(backend):
+    xp = backend.xp
+
+    def function_2(x):
+        return xp.sum(x**2)
+
+    init = on(backend, [-3.0, 4.0])
+    x, history = pn.gradient_descent(function_2, init, lr=0.1, step_num=100)
+    assert_prints(x, "[-6.11110793e-10  8.14814391e-10]", backend, "float64")
+    assert_close(history[0, ...], [-3.0, 4.0], backend, "float64")
+    assert tuple(history.shape) == (100, 2)
+    # lr too large diverges, too small barely moves (ch. 4.4.1)
+    big, _ = pn.gradient_descent(function_2, init, lr=10.0, step_num=100)
+    small, _ = pn.gradient_descent(function_2, init, lr=1e-10, step_num=100)
+    assert abs(float(big[0])) > 1e10
+    assert_close(small, [-3.0, 4.0], backend, "float64", rtol=1e-7)
+    assert_close(init, [-3.0, 4.0], backend, "float64", rtol=0, atol=0)
