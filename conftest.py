@@ -10,11 +10,17 @@ fails instead when ``PORTNET_REQUIRE_GPU=1``, and so does any backend named expl
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+import portnet
 from portnet import backend as backends
+
+SHARED = Path(__file__).resolve().parent.parent / "shared" / "data"
 
 
 @dataclass(frozen=True)
@@ -100,7 +106,7 @@ def backend(request):
         if must_run:
             pytest.fail(f"{candidate.id} cannot run here: {found}")
         pytest.skip(f"{candidate.id}: {found}")
-    with backends.use_backend(candidate.name, found.device, "float64") as active:
+    with backends.use_backend(candidate.name, found.device) as active:
         yield active
 
 
@@ -108,3 +114,42 @@ def backend(request):
 def xp(backend):
     """The array-API namespace of the backend under test."""
     return backend.xp
+
+
+# --------------------------------------------------------------------------- data
+def pytest_configure(config):
+    """Tests write parsed-data caches into a throwaway directory, never the user's cache."""
+    if not os.environ.get("PORTNET_CACHE_DIR"):
+        config._portnet_cache = tempfile.mkdtemp(prefix="portnet-test-cache-")
+        os.environ["PORTNET_CACHE_DIR"] = config._portnet_cache
+
+
+def pytest_unconfigure(config):
+    cache = getattr(config, "_portnet_cache", None)
+    if cache:
+        shutil.rmtree(cache, ignore_errors=True)
+        os.environ.pop("PORTNET_CACHE_DIR", None)
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """The real MNIST files: PORTNET_DATA_DIR, else ../shared/data/mnist (tests never download)."""
+    found = Path(os.environ.get("PORTNET_DATA_DIR") or SHARED / "mnist")
+    if not found.is_dir():
+        pytest.skip(f"no MNIST files at {found}; set PORTNET_DATA_DIR to the four IDX files")
+    return found
+
+
+@pytest.fixture(scope="session")
+def mnist(mnist_dir):
+    """MNIST as NumPy arrays (normalized, flattened, integer labels), loaded once per session."""
+    with backends.use_backend("numpy"):
+        return portnet.load_mnist(data_dir=mnist_dir, download=False)
+
+
+@pytest.fixture(scope="session")
+def book_weights_path() -> Path:
+    path = SHARED / "book" / "sample_weight.pkl"
+    if not path.is_file():
+        pytest.skip(f"the book's sample_weight.pkl is not at {path}")
+    return path

@@ -27,24 +27,53 @@ from .functions import (
     softmax_loss,
     step_function,
 )
+from .datasets import DatasetError, load_fashion_mnist, load_mnist
 from .gradient import gradient_descent, numerical_diff, numerical_gradient
+from .io import UnsafePickleError, load_book_weights, load_checkpoint, save_checkpoint
+from .layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss
+from .networks import MultiLayerNet, TwoLayerNet
+from .optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
+from .trainer import Trainer, TrainingDiverged
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdaGrad",
+    "Adam",
+    "Affine",
     "BACKENDS",
     "BackendUnavailableError",
+    "BatchNormalization",
+    "DatasetError",
+    "Dropout",
+    "Momentum",
+    "MultiLayerNet",
+    "Nesterov",
+    "RMSprop",
+    "Relu",
+    "SGD",
+    "Sigmoid",
+    "SoftmaxWithLoss",
+    "Trainer",
+    "TrainingDiverged",
+    "TwoLayerNet",
+    "UnsafePickleError",
     "asarray",
     "backend_info",
     "cross_entropy_error",
     "get_namespace",
     "gradient_descent",
     "identity_function",
+    "load_book_weights",
+    "load_checkpoint",
+    "load_fashion_mnist",
+    "load_mnist",
     "mean_squared_error",
     "numerical_diff",
     "numerical_gradient",
     "relu",
     "relu_grad",
+    "save_checkpoint",
     "set_backend",
     "sigmoid",
     "sigmoid_grad",

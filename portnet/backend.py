@@ -318,10 +318,18 @@ def from_numpy(a: np.ndarray, xp, device):
 
 
 # --------------------------------------------------------------------------- randomness
-def host_normal(shape, seed, rng: np.random.Generator | None = None) -> np.ndarray:
-    """Standard normal draws on the host, float64: the same seed gives the same numbers everywhere."""
-    rng = rng if rng is not None else np.random.default_rng(seed)
-    return rng.standard_normal(shape)
+def host_rng(seed=None) -> np.random.Generator:
+    """A seeded NumPy generator: initial weights are drawn on the host, then transferred once."""
+    return np.random.default_rng(seed)
+
+
+def random_normal(rng: np.random.Generator, shape, scale, xp, device, dtype):
+    """``scale`` times standard normal draws (float64 on the host), as ``dtype`` on ``device``.
+
+    The same generator state gives the same numbers on every backend.
+    """
+    draws = scale * rng.standard_normal(shape)
+    return from_numpy(draws.astype(dtype_name(dtype)), xp, device)
 
 
 class Random:

@@ -71,7 +71,7 @@ def cross_entropy_error(y, t):
     (the shape of ``y`` without its last axis). Labels outside ``[0, classes)`` are an error.
     """
     xp = namespace_of(y, t)
-    labels = labels_of(xp, y, t, "cross_entropy_error")
+    labels = labels_of(xp, y.shape, t, "cross_entropy_error")
     check_labels(xp, labels, y.shape[-1])
     return _cross_entropy(xp, y, labels)
 
@@ -87,14 +87,15 @@ def _same_shape(y, t, what):
         raise ValueError(f"{what}: y has shape {tuple(y.shape)} but t has shape {tuple(t.shape)}")
 
 
-def labels_of(xp, y, t, what="labels"):
-    """Integer class labels from ``t``, given as one-hot rows or as labels, for scores ``y``."""
-    if tuple(t.shape) == tuple(y.shape):
+def labels_of(xp, shape, t, what="labels"):
+    """Integer class labels from ``t`` (one-hot rows or labels) for scores of ``shape``."""
+    shape = tuple(shape)
+    if tuple(t.shape) == shape:
         return xp.argmax(t, axis=-1)
-    if tuple(t.shape) != tuple(y.shape[:-1]):
+    if tuple(t.shape) != shape[:-1]:
         raise ValueError(
-            f"{what}: t has shape {tuple(t.shape)}, expected one-hot {tuple(y.shape)} "
-            f"or labels {tuple(y.shape[:-1])} for y of shape {tuple(y.shape)}"
+            f"{what}: t has shape {tuple(t.shape)}, expected one-hot {shape} "
+            f"or labels {shape[:-1]} for scores of shape {shape}"
         )
     if not xp.isdtype(t.dtype, "integral"):
         raise ValueError(f"{what}: labels must be integers, got dtype {t.dtype}")
