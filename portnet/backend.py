@@ -312,9 +312,9 @@ def to_numpy(x) -> np.ndarray:
     return np.asarray(x)
 
 
-def from_numpy(a: np.ndarray, xp, device):
-    """Transfer a host array onto ``device`` of namespace ``xp`` (one copy at most)."""
-    return xp.asarray(a, device=device)
+def from_numpy(a: np.ndarray, xp, device, copy=None):
+    """Transfer a host array onto ``device`` of namespace ``xp``; ``copy=True`` never shares memory."""
+    return xp.asarray(a, device=device, copy=copy)
 
 
 # --------------------------------------------------------------------------- randomness

@@ -111,7 +111,8 @@ def _load(spec, normalize, flatten, one_hot_label, data_dir, download):
     raw = {base: _array(spec, base, data_dir, download) for base in _FILES}
     out = []
     for split in ("train", "t10k"):
-        images = _backend.from_numpy(raw[f"{split}-images-idx3-ubyte"], xp, b.device)
+        # a copy: the parsed arrays are kept (read-only) for the next load, and are not the caller's
+        images = _backend.from_numpy(raw[f"{split}-images-idx3-ubyte"], xp, b.device, copy=True)
         labels = _backend.from_numpy(raw[f"{split}-labels-idx1-ubyte"].astype(np.int64), xp, b.device)
         if normalize:
             images = xp.astype(images, xp.float32) / 255.0
@@ -180,6 +181,9 @@ def _download(spec, base, target: Path, where: str) -> Path:
         try:
             data = _fetch(url)
             _read_verified(url, spec.sha256[base], magic, shape, data)
+        except urllib.error.HTTPError as exc:
+            errors.append(f"{url}: HTTP {exc.code} {exc.reason}")
+            continue
         except (urllib.error.URLError, OSError, DatasetError) as exc:
             errors.append(f"{url}: {getattr(exc, 'reason', exc)}")
             continue
