@@ -26,10 +26,13 @@ def step_function(x):
 
 
 def sigmoid(x):
-    """h(x) = 1 / (1 + exp(-x)) (eq. 3.6), computed without overflow for large |x|."""
+    """h(x) = 1 / (1 + exp(-x)) (eq. 3.6), the book's formula to the bit.
+
+    x is clipped where exp(-x) would overflow (below -88 in float32, -709 in float64); there the
+    result is already below the smallest normal number."""
     xp = namespace_of(x)
-    e = xp.exp(-xp.abs(x))
-    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    low = -88.0 if x.dtype == xp.float32 else -709.0
+    return 1 / (1 + xp.exp(-xp.where(x < low, low, x)))  # where: cheaper than compat's clip
 
 
 def sigmoid_grad(x):
@@ -73,7 +76,7 @@ def cross_entropy_error(y, t):
     xp = namespace_of(y, t)
     labels = labels_of(xp, y.shape, t, "cross_entropy_error")
     check_labels(xp, labels, y.shape[-1])
-    return _cross_entropy(xp, y, labels)
+    return _cross_entropy(xp, y, one_hot(xp, labels, y.shape[-1], y.dtype))
 
 
 def softmax_loss(x, t):
@@ -117,8 +120,10 @@ def one_hot(xp, labels, classes: int, dtype):
     return xp.astype(labels[..., None] == classes, dtype)
 
 
-def _cross_entropy(xp, y, labels):
-    """Mean of -log(y[n, label_n] + delta) without fancy indexing (no range check)."""
-    picked = xp.sum(xp.where(one_hot(xp, labels, y.shape[-1], xp.bool), y, xp.zeros_like(y)), axis=-1)
+def _cross_entropy(xp, y, target):
+    """Mean of -log(y[n, label_n] + delta) for one-hot ``target`` rows (no range check).
+
+    ``sum(y * target)`` picks y[n, label_n] exactly: the other products are exact zeros."""
+    picked = xp.sum(y * target, axis=-1)
     batch = 1 if y.ndim == 1 else y.shape[0]
     return -xp.sum(xp.log(picked + DELTA)) / batch

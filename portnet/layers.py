@@ -108,18 +108,19 @@ class SoftmaxWithLoss:
     def forward(self, x, t):
         xp = namespace_of(x, t)
         self.y = softmax(x)
-        self.t = t
-        self.labels = labels_of(xp, x.shape, t, "SoftmaxWithLoss")
-        self.loss = _cross_entropy(xp, self.y, self.labels)
+        labels = labels_of(xp, x.shape, t, "SoftmaxWithLoss")
+        picker = one_hot(xp, labels, x.shape[-1], self.y.dtype)
+        self.loss = _cross_entropy(xp, self.y, picker)
+        # the book's backward subtracts one-hot t itself (labels: their one-hot rows)
+        self.target = xp.astype(t, self.y.dtype) if t.shape == x.shape else picker
         return self.loss
 
     def backward(self, dout=1):
         xp = namespace_of(self.y)
-        y, t = self.y, self.t
+        y = self.y
         batch = y.shape[0] if y.ndim == 2 else 1
-        target = xp.astype(t, y.dtype) if t.shape == y.shape else one_hot(xp, self.labels, y.shape[-1], y.dtype)
         scale = dout / batch if isinstance(dout, (int, float)) else xp.astype(dout, y.dtype) / batch
-        return (y - target) * scale
+        return (y - self.target) * scale
 
 
 class Dropout:

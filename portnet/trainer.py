@@ -29,7 +29,7 @@ class Trainer:
     verbose'), ``loss_every`` (steps between read-backs of the loss), ``seed`` and
     ``random_source`` (the shuffle's generator: 'native' on the device, or 'host' for parity).
     After :meth:`train`: ``train_loss_list`` (one float a step), ``train_acc_list``,
-    ``test_acc_list`` and ``epoch_times`` (one a epoch).
+    ``test_acc_list`` and ``epoch_times`` (one per epoch).
     """
 
     def __init__(
@@ -72,26 +72,35 @@ class Trainer:
         self._xp = xp
         self._rng = Random(xp, array_api_compat.device(x_train), seed=seed, source=random_source)
         self._validate()
+        self._pending = []  # (step, loss on the device), not yet read back
+        self._checked_params = dict(network.params)  # the params of the first unchecked step
+        self._checked_step = 0
+        self._good = None  # (step, params) known to give a finite loss
 
     # ------------------------------------------------------------------ the loop
     def train(self):
-        """Run every epoch; returns self. Raises TrainingDiverged on a NaN or infinite loss."""
+        """Run every epoch, evaluating after each; returns self.
+
+        Raises TrainingDiverged on a NaN or infinite loss."""
         bar = self._progress_bar()
-        self._pending = []  # (step, loss on the device)
-        self._checked_params = dict(self.network.params)  # params at the first unchecked step
-        self._checked_step = self.current_iter
-        self._good = None  # (step, params) verified to give a finite loss
         try:
             for _ in range(self.epochs):
-                start = time.perf_counter()
-                self._epoch(bar)
-                self._flush()
-                self.epoch_times.append(time.perf_counter() - start)
+                self.train_epoch(bar)
                 self._evaluate(bar)
         finally:
             if bar is not None:
                 bar.close()
         return self
+
+    def train_epoch(self, bar=None) -> float:
+        """One epoch of training steps (no evaluation); returns its duration in seconds.
+
+        The duration includes reading the epoch's losses back, which waits for the device."""
+        start = time.perf_counter()
+        self._epoch(bar)
+        self._flush()
+        self.epoch_times.append(time.perf_counter() - start)
+        return self.epoch_times[-1]
 
     def _epoch(self, bar):
         xp, b = self._xp, self.batch_size
