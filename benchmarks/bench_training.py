@@ -99,17 +99,34 @@ class NumpyBookRunner:
         return float(np.mean(self.losses[-50:]))
 
 
-class TorchEagerRunner:
-    """PyTorch as people write it: nn.Linear layers, autograd, optim.SGD."""
+class _TorchRunner:
+    """The dataset as tensors on ``device``, and what the PyTorch runners share."""
 
-    def __init__(self, device, hidden, batch, data):
+    kind = ""
+
+    def __init__(self, device, batch, data):
         import torch
 
         self.torch, self.device = torch, torch.device(device)
-        self.label = f"torch eager ({self.device.type})"
+        self.label = f"torch {self.kind} ({self.device.type})"
         (x, t), _ = data
         self.x = torch.as_tensor(x, device=self.device)
         self.t = torch.as_tensor(t, device=self.device)
+        self.batch, self.losses = batch, []
+        self.sync = _sync_for("torch" if self.device.type == "cuda" else "numpy")
+
+    def loss(self):
+        return float(self.torch.stack(self.losses[-50:]).mean())
+
+
+class TorchEagerRunner(_TorchRunner):
+    """PyTorch as people write it: nn.Linear layers, autograd, optim.SGD."""
+
+    kind = "eager"
+
+    def __init__(self, device, hidden, batch, data):
+        super().__init__(device, batch, data)
+        torch = self.torch
         torch.manual_seed(0)
         sizes = [784, *hidden, 10]
         layers = []
@@ -117,8 +134,6 @@ class TorchEagerRunner:
             layers += [torch.nn.Linear(m, n), torch.nn.ReLU()]
         self.model = torch.nn.Sequential(*layers[:-1]).to(self.device)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=LR)
-        self.batch, self.losses = batch, []
-        self.sync = _sync_for("torch" if self.device.type == "cuda" else "numpy")
 
     def epoch(self):
         torch = self.torch
@@ -132,21 +147,15 @@ class TorchEagerRunner:
             self.losses.append(loss.detach())
         self.sync()
 
-    def loss(self):
-        return float(self.torch.stack(self.losses[-50:]).mean())
 
-
-class TorchManualRunner:
+class TorchManualRunner(_TorchRunner):
     """portnet's step written directly in PyTorch: the same math, no array-API layer in between."""
 
-    def __init__(self, device, hidden, batch, data):
-        import torch
+    kind = "by hand"
 
-        self.torch, self.device = torch, torch.device(device)
-        self.label = f"torch by hand ({self.device.type})"
-        (x, t), _ = data
-        self.x = torch.as_tensor(x, device=self.device)
-        self.t = torch.as_tensor(t, device=self.device)
+    def __init__(self, device, hidden, batch, data):
+        super().__init__(device, batch, data)
+        torch = self.torch
         rng = np.random.default_rng(0)
         sizes = [784, *hidden, 10]
         self.W = [torch.as_tensor((np.sqrt(2.0 / m) * rng.standard_normal((m, n))).astype(np.float32), device=self.device)
@@ -154,8 +163,6 @@ class TorchManualRunner:
         self.b = [torch.zeros(n, device=self.device) for n in sizes[1:]]
         self.classes = torch.arange(10, device=self.device)
         self.gen = torch.Generator(device=self.device).manual_seed(0)
-        self.batch, self.losses = batch, []
-        self.sync = _sync_for("torch" if self.device.type == "cuda" else "numpy")
 
     def epoch(self):
         torch = self.torch
@@ -182,9 +189,6 @@ class TorchManualRunner:
                 self.W[k] = self.W[k] - LR * dW
                 self.b[k] = self.b[k] - LR * db
         self.sync()
-
-    def loss(self):
-        return float(self.torch.stack(self.losses[-50:]).mean())
 
 
 def _sync_for(name):
@@ -471,7 +475,7 @@ def main(argv=None):
     labels = ["numpy (book, by hand)", *(f"portnet {b[0]}" for b in available_backends(args.slow_backends))]
     memory = bench_memory(labels, 0, 4, args.data_dir)
     if not args.quick:
-        memory += bench_memory(["portnet numpy", "portnet torch-cpu"], 2, 3, args.data_dir)
+        memory += bench_memory(["portnet numpy", "portnet torch-cpu"], 2, 5, args.data_dir)
     report(training, inference, memory, rate, machine)
     with open(args.json, "w") as f:
         json.dump({"machine": machine, "matmul_flops": rate, "training": training, "inference": inference, "memory": memory,

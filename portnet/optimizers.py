@@ -43,23 +43,18 @@ class Momentum:
             self.v = _zeros_like(params)
         for key, g in grads.items():
             self.v[key] = self.momentum * self.v[key] - self.lr * g
-            params[key] = params[key] + self.v[key]
+            params[key] = self._step(params[key], self.v[key], g)
+
+    def _step(self, w, v, g):
+        return w + v
 
 
-class Nesterov:
+class Nesterov(Momentum):
     """Nesterov's accelerated gradient, in the book's formulation (arXiv:1212.0901)."""
 
-    def __init__(self, lr=0.01, momentum=0.9):
-        self.lr, self.momentum = lr, momentum
-        self.v = None
-
-    def update(self, params, grads):
-        if self.v is None:
-            self.v = _zeros_like(params)
+    def _step(self, w, v, g):
         m = self.momentum
-        for key, g in grads.items():
-            self.v[key] = m * self.v[key] - self.lr * g
-            params[key] = params[key] + m * m * self.v[key] - (1 + m) * self.lr * g
+        return w + m * m * v - (1 + m) * self.lr * g
 
 
 class AdaGrad:
@@ -74,25 +69,22 @@ class AdaGrad:
             self.h = _zeros_like(params)
         for key, g in grads.items():
             xp = namespace_of(g)
-            self.h[key] = self.h[key] + g * g
+            self.h[key] = self._accumulate(self.h[key], g)
             params[key] = params[key] - self.lr * g / (xp.sqrt(self.h[key]) + EPS)
 
+    def _accumulate(self, h, g):
+        return h + g * g
 
-class RMSprop:
-    """h <- decay h + (1 - decay) g*g; W <- W - lr g / sqrt(h)."""
+
+class RMSprop(AdaGrad):
+    """AdaGrad whose sum of squares decays: h <- decay h + (1 - decay) g*g."""
 
     def __init__(self, lr=0.01, decay_rate=0.99):
-        self.lr, self.decay_rate = lr, decay_rate
-        self.h = None
+        super().__init__(lr)
+        self.decay_rate = decay_rate
 
-    def update(self, params, grads):
-        if self.h is None:
-            self.h = _zeros_like(params)
-        d = self.decay_rate
-        for key, g in grads.items():
-            xp = namespace_of(g)
-            self.h[key] = d * self.h[key] + (1 - d) * g * g
-            params[key] = params[key] - self.lr * g / (xp.sqrt(self.h[key]) + EPS)
+    def _accumulate(self, h, g):
+        return self.decay_rate * h + (1 - self.decay_rate) * g * g
 
 
 class Adam:

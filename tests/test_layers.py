@@ -15,17 +15,10 @@ DOUT = rng.normal(size=(8, 6))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_relu(backend, dtype):
-    layer = pn.Relu()
-    out, dx = ref.relu(X.astype(dtype).astype("float64"), DOUT.astype(dtype).astype("float64"))
-    assert_close(layer.forward(on(backend, X, dtype)), out, backend, dtype)
-    assert_close(layer.backward(on(backend, DOUT, dtype)), dx, backend, dtype)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_sigmoid(backend, dtype):
-    layer = pn.Sigmoid()
-    out, dx = ref.sigmoid(X.astype(dtype).astype("float64"), DOUT.astype(dtype).astype("float64"))
+@pytest.mark.parametrize("layer, book", [(pn.Relu, ref.relu), (pn.Sigmoid, ref.sigmoid)], ids=["Relu", "Sigmoid"])
+def test_activation(backend, layer, book, dtype):
+    layer = layer()
+    out, dx = book(X.astype(dtype).astype("float64"), DOUT.astype(dtype).astype("float64"))
     assert_close(layer.forward(on(backend, X, dtype)), out, backend, dtype)
     assert_close(layer.backward(on(backend, DOUT, dtype)), dx, backend, dtype)
 
