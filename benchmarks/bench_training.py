@@ -418,7 +418,7 @@ def report(training, inference, memory, rate, machine):
         if r["runner"] == "portnet torch-cpu" and (r["size"], r["batch"]) in by_hand:
             print(f"portnet torch-cpu / torch by hand, {r['size']} batch {r['batch']}: "
                   f"{r['s_per_epoch'] / by_hand[(r['size'], r['batch'])]:.2f}")
-    print(f"\ninference, the book's 3-layer net over the 10000 test images")
+    print("\ninference, the book's 3-layer net over the 10000 test images")
     print(f"{'batch':>6}  {'runner':<26} {'s':>8} {'samples/s':>10} {'accuracy':>9}")
     for row in inference:
         print(f"{row['batch']:>6}  {row['runner']:<26} {row['s']:>8.4f} {row['samples_per_s']:>10.0f} {row['accuracy']:>9.4f}")
@@ -471,7 +471,11 @@ def main(argv=None):
     machine = machine_name()
     training, rate = bench_training(data, args.repeats, args.slow_backends)
     weights = args.weights or os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "book", "sample_weight.pkl")
-    inference = bench_inference(data, weights, args.repeats) if os.path.isfile(weights) else []
+    inference = []
+    if os.path.isfile(weights):
+        inference = bench_inference(data, weights, args.repeats)
+    else:
+        print(f"  skipped inference: the book's sample_weight.pkl is not at {weights} (pass --weights)", file=sys.stderr)
     labels = ["numpy (book, by hand)", *(f"portnet {b[0]}" for b in available_backends(args.slow_backends))]
     memory = bench_memory(labels, 0, 4, args.data_dir)
     if not args.quick:
