@@ -257,7 +257,7 @@ def namespace_of(*arrays):
         t = type(x)
         found = _NAMESPACE_BY_TYPE.get(t)
         if found is None:
-            if not array_api_compat.is_array_api_obj(x) or _is_python_scalar(x):
+            if not array_api_compat.is_array_api_obj(x):  # lists and Python scalars are not
                 raise TypeError(
                     f"expected an array (NumPy, CuPy, PyTorch, JAX or array-api-strict), got "
                     f"{t.__name__}; convert it with portnet.asarray(...)"
@@ -272,10 +272,6 @@ def namespace_of(*arrays):
     return xp
 
 
-def _is_python_scalar(x) -> bool:
-    return isinstance(x, (int, float, bool, complex)) and not isinstance(x, np.generic)
-
-
 def _is_tracer(t: type) -> bool:
     return "jax" in t.__module__ and "Tracer" in t.__name__
 
@@ -286,15 +282,13 @@ def asarray(obj, dtype=None, *, copy=None):
     With ``dtype=None`` the values keep the dtype NumPy would give them (Python floats: float64).
     """
     b = active()
-    xp = b.xp
-    if dtype is not None:
-        dtype = dtype if not isinstance(dtype, str) else resolve_dtype(xp, dtype)
-    if array_api_compat.is_array_api_obj(obj) and not _is_python_scalar(obj):
-        if namespace_of(obj) is not xp or array_api_compat.device(obj) != b.device:
-            obj = to_numpy(obj)
-    if not array_api_compat.is_array_api_obj(obj) or isinstance(obj, np.generic):
-        obj = np.asarray(obj)
-    return xp.asarray(obj, dtype=dtype, device=b.device, copy=copy)
+    if isinstance(dtype, str):
+        dtype = resolve_dtype(b.xp, dtype)
+    if array_api_compat.is_array_api_obj(obj):
+        if namespace_of(obj) is b.xp and array_api_compat.device(obj) == b.device:
+            return b.xp.asarray(obj, dtype=dtype, copy=copy)
+        obj = to_numpy(obj)  # another library or device: through the host, once
+    return b.xp.asarray(np.asarray(obj), dtype=dtype, device=b.device, copy=copy)
 
 
 def to_numpy(x) -> np.ndarray:

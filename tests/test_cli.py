@@ -1,5 +1,6 @@
 """The ``portnet`` command: train, evaluate, info, and one-line errors with the right exit status."""
 
+import os
 import subprocess
 import sys
 
@@ -10,8 +11,6 @@ from portnet import cli
 
 def run(*args, env_extra=None):
     """``python -m portnet ARGS`` in a subprocess, as a user would run it."""
-    import os
-
     env = {**os.environ, **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", "portnet", *args], capture_output=True, text=True, env=env)
 
