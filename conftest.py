@@ -20,7 +20,19 @@ import pytest
 import portnet
 from portnet import backend as backends
 
-SHARED = Path(__file__).resolve().parent.parent / "shared" / "data"
+ROOT = Path(__file__).resolve().parent
+#: The shared data: beside the checkout (../shared/data), or carried into it (shared/data) on a
+#: machine where ../shared does not exist.
+SHARED = next((p for p in (ROOT.parent / "shared" / "data", ROOT / "shared" / "data") if p.is_dir()),
+              ROOT.parent / "shared" / "data")
+
+
+def _missing(reason):
+    """Data a test needs is not here: a skip, or a failure on a GPU runner (PORTNET_REQUIRE_GPU=1),
+    where a skip would hide that the GPU was never exercised."""
+    if os.environ.get("PORTNET_REQUIRE_GPU") == "1":
+        pytest.fail(f"{reason} (PORTNET_REQUIRE_GPU=1: missing data is a failure)")
+    pytest.skip(reason)
 
 
 @dataclass(frozen=True)
@@ -136,7 +148,7 @@ def mnist_dir() -> Path:
     """The real MNIST files: PORTNET_DATA_DIR, else ../shared/data/mnist (tests never download)."""
     found = Path(os.environ.get("PORTNET_DATA_DIR") or SHARED / "mnist")
     if not found.is_dir():
-        pytest.skip(f"no MNIST files at {found}; set PORTNET_DATA_DIR to the four IDX files")
+        _missing(f"no MNIST files at {found}; set PORTNET_DATA_DIR to the four IDX files")
     return found
 
 
@@ -148,8 +160,22 @@ def mnist(mnist_dir):
 
 
 @pytest.fixture(scope="session")
-def book_weights_path() -> Path:
-    path = SHARED / "book" / "sample_weight.pkl"
-    if not path.is_file():
-        pytest.skip(f"the book's sample_weight.pkl is not at {path}")
-    return path
+def mnist_images(mnist_dir):
+    """The MNIST test set as (N, 1, 28, 28) float32 images and integer labels, NumPy."""
+    with backends.use_backend("numpy"):
+        _, test = portnet.load_mnist(flatten=False, data_dir=mnist_dir, download=False)
+    return test
+
+
+@pytest.fixture(scope="session")
+def book_dir() -> Path:
+    """The book's trained weights: PORTNET_BOOK_DIR, else ../shared/data/book."""
+    found = Path(os.environ.get("PORTNET_BOOK_DIR") or SHARED / "book")
+    if not (found / "sample_weight.pkl").is_file():
+        _missing(f"the book's weights are not in {found}; set PORTNET_BOOK_DIR")
+    return found
+
+
+@pytest.fixture(scope="session")
+def book_weights_path(book_dir) -> Path:
+    return book_dir / "sample_weight.pkl"

@@ -5,15 +5,18 @@ The same code runs on NumPy, CuPy, PyTorch, JAX and array-api-strict. Choose the
 follow their inputs whatever the active backend is.
 """
 
-from .backend import (
-    BACKENDS,
+from .arrays import to_numpy
+from .backend import BACKENDS, asarray, backend_info, get_namespace, set_backend, use_backend
+from .checkpoints import load_book_weights, load_checkpoint, save_checkpoint
+from .datasets import load_fashion_mnist, load_mnist
+from .errors import (
     BackendUnavailableError,
-    asarray,
-    backend_info,
-    get_namespace,
-    set_backend,
-    to_numpy,
-    use_backend,
+    CheckpointError,
+    DatasetError,
+    InputError,
+    PortnetError,
+    TrainingDiverged,
+    UnsafePickleError,
 )
 from .functions import (
     cross_entropy_error,
@@ -27,59 +30,25 @@ from .functions import (
     softmax_loss,
     step_function,
 )
-from .datasets import DatasetError, load_fashion_mnist, load_mnist
 from .gradient import gradient_descent, numerical_diff, numerical_gradient
-from .io import UnsafePickleError, load_book_weights, load_checkpoint, save_checkpoint
-from .layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss
-from .networks import MultiLayerNet, TwoLayerNet
+from .io import read_pickled_arrays
+from .layers import Affine, BatchNormalization, Convolution, Dropout, Pooling, Relu, Sigmoid, SoftmaxWithLoss
+from .networks import DeepConvNet, MultiLayerNet, MultiLayerNetExtend, SimpleConvNet, TwoLayerNet
 from .optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
-from .trainer import Trainer, TrainingDiverged
+from .trainer import Trainer
+from .util import col2im, conv_output_size, im2col, shuffle_dataset, smooth_curve
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
-    "AdaGrad",
-    "Adam",
-    "Affine",
-    "BACKENDS",
-    "BackendUnavailableError",
-    "BatchNormalization",
-    "DatasetError",
-    "Dropout",
-    "Momentum",
-    "MultiLayerNet",
-    "Nesterov",
-    "RMSprop",
-    "Relu",
-    "SGD",
-    "Sigmoid",
-    "SoftmaxWithLoss",
-    "Trainer",
-    "TrainingDiverged",
-    "TwoLayerNet",
-    "UnsafePickleError",
-    "asarray",
-    "backend_info",
-    "cross_entropy_error",
-    "get_namespace",
-    "gradient_descent",
-    "identity_function",
-    "load_book_weights",
-    "load_checkpoint",
-    "load_fashion_mnist",
-    "load_mnist",
-    "mean_squared_error",
-    "numerical_diff",
-    "numerical_gradient",
-    "relu",
-    "relu_grad",
-    "save_checkpoint",
-    "set_backend",
-    "sigmoid",
-    "sigmoid_grad",
-    "softmax",
-    "softmax_loss",
-    "step_function",
-    "to_numpy",
-    "use_backend",
+    "AdaGrad", "Adam", "Affine", "BACKENDS", "BackendUnavailableError", "BatchNormalization",
+    "CheckpointError", "Convolution", "DatasetError", "DeepConvNet", "Dropout", "InputError", "Momentum",
+    "MultiLayerNet", "MultiLayerNetExtend", "Nesterov", "Pooling", "PortnetError", "RMSprop", "Relu", "SGD",
+    "Sigmoid", "SimpleConvNet", "SoftmaxWithLoss", "Trainer", "TrainingDiverged", "TwoLayerNet",
+    "UnsafePickleError", "asarray", "backend_info", "col2im", "conv_output_size", "cross_entropy_error",
+    "get_namespace", "gradient_descent", "identity_function", "im2col", "load_book_weights",
+    "load_checkpoint", "load_fashion_mnist", "load_mnist", "mean_squared_error", "numerical_diff",
+    "numerical_gradient", "read_pickled_arrays", "relu", "relu_grad", "save_checkpoint", "set_backend",
+    "shuffle_dataset", "sigmoid", "sigmoid_grad", "smooth_curve", "softmax", "softmax_loss",
+    "step_function", "to_numpy", "use_backend",
 ]

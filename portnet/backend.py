@@ -1,9 +1,9 @@
 """Backend selection: which array library portnet creates arrays with, and on which device.
 
-This is the one boundary module that knows the libraries by name. Everything numerical
-elsewhere follows its inputs: the namespace comes from :func:`namespace_of` (resolved once per
-array type) and the device from ``array_api_compat.device``. The active backend matters only
-where arrays are *created* without an input array: :func:`asarray`, initial weights, datasets.
+This is the one module that chooses libraries by name. Everything numerical elsewhere follows its
+inputs: the namespace comes from :func:`portnet.arrays.namespace_of` and the device from
+``array_api_compat.device``. The active backend matters only where arrays are *created* without
+an input array: :func:`asarray`, initial weights, datasets.
 
 The choice comes from ``PORTNET_BACKEND`` / ``PORTNET_DEVICE`` / ``PORTNET_DTYPE`` (read on first
 use, never at import) or from :func:`set_backend` / :func:`use_backend`. Nothing falls back
@@ -15,25 +15,30 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 import array_api_compat
 import numpy as np
 
+from .arrays import dtype_name, from_numpy, namespace_of, to_numpy  # noqa: F401  (public names)
+from .errors import BackendUnavailableError, InputError
+from .randomness import Random, host_rng, random_normal  # noqa: F401  (public names)
+
 BACKENDS = ("numpy", "cupy", "torch", "jax", "array_api_strict")
 DTYPES = ("float32", "float64")
 
+#: Commands that work as written: the libraries are on PyPI; portnet's extras need its source tree.
+_CUPY_HINT = "pip install 'cupy-cuda12x[ctk]' (CUDA 12) or 'cupy-cuda13x[ctk]' (CUDA 13)"
 _INSTALL_HINT = {
-    "cupy": "pip install 'portnet[cuda12]' (CUDA 12) or 'portnet[cuda13]' (CUDA 13)",
-    "torch": "pip install 'portnet[torch]'",
-    "jax": "pip install 'portnet[jax]'",
-    "array_api_strict": "pip install array-api-strict (or 'portnet[test]')",
+    "cupy": f"{_CUPY_HINT}, or from portnet's source directory pip install '.[cuda12]' / '.[cuda13]'",
+    "torch": "pip install torch, or from portnet's source directory pip install '.[torch]'",
+    "jax": "pip install jax, or from portnet's source directory pip install '.[jax]'",
+    "array_api_strict": "pip install array-api-strict",
 }
-
-
-class BackendUnavailableError(RuntimeError):
-    """The requested backend's library is missing, or its device is not visible."""
+#: torch device types that hold data portnet can compute with ('meta' holds none).
+_TORCH_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,7 @@ def _import(name: str):
 
 def _check_name(name: str) -> str:
     if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
+        raise InputError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
     return name
 
 
@@ -75,7 +80,7 @@ def _resolve_device(name: str, lib, device):
     spec = None if device is None or device == "" else device
     if name == "numpy":
         if spec not in (None, "cpu"):
-            raise ValueError(f"backend 'numpy' runs on 'cpu' only, not on device {spec!r}")
+            raise InputError(f"backend 'numpy' runs on 'cpu' only, not on device {spec!r}")
         return "cpu"
     if name == "array_api_strict":
         if spec is None:
@@ -85,14 +90,16 @@ def _resolve_device(name: str, lib, device):
         try:
             return lib.Device(str(spec))
         except ValueError:
-            raise ValueError(
+            raise InputError(
                 f"unknown array_api_strict device {spec!r}; expected 'CPU_DEVICE', 'device1' or 'device2'"
             ) from None
     if name == "torch":
         try:
             dev = lib.device(spec if spec is not None else "cpu")
         except (RuntimeError, TypeError):
-            raise ValueError(f"unknown torch device {spec!r}; expected e.g. 'cpu', 'cuda', 'cuda:1'") from None
+            raise InputError(f"unknown torch device {spec!r}; expected e.g. 'cpu', 'cuda', 'cuda:1'") from None
+        if dev.type not in _TORCH_DEVICE_TYPES:
+            raise InputError(f"torch device {spec!r} cannot hold data to compute with; expected 'cpu' or 'cuda[:N]'")
         if dev.type == "cuda":
             count = lib.cuda.device_count() if lib.cuda.is_available() else 0
             if (dev.index or 0) >= count:
@@ -100,7 +107,10 @@ def _resolve_device(name: str, lib, device):
                     f"torch device {str(dev)!r} is not visible: {count} CUDA device(s) found "
                     f"(torch {lib.__version__}, CUDA build: {lib.version.cuda or 'no'})"
                 )
-        return dev
+        try:  # the device its own tensors report: 'cuda' -> 'cuda:0', 'cpu:0' -> 'cpu'
+            return lib.empty(0, device=dev).device
+        except RuntimeError as exc:
+            raise BackendUnavailableError(f"torch device {str(dev)!r} is not usable: {exc}") from None
     if name == "jax":
         if spec is None or not isinstance(spec, (str, int)):
             return spec if spec is not None else lib.devices()[0]
@@ -119,19 +129,31 @@ def _resolve_device(name: str, lib, device):
     if isinstance(index, str):
         index = index.removeprefix("cuda").removeprefix("gpu").lstrip(":") or "0"
         if not index.isdigit():
-            raise ValueError(f"unknown CuPy device {spec!r}; expected a GPU index such as 0 or 'cuda:1'")
+            raise InputError(f"unknown CuPy device {spec!r}; expected a GPU index such as 0 or 'cuda:1'")
     try:
         count = lib.cuda.runtime.getDeviceCount()
-        dev = index if isinstance(index, lib.cuda.Device) else lib.cuda.Device(int(index))
-        with dev:  # a probe allocation: a driver or device problem shows up here, not later
-            lib.zeros(1, dtype=lib.float32).sum().item()
     except Exception as exc:  # CUDARuntimeError, missing libcudart, ...
-        raise BackendUnavailableError(
-            f"backend 'cupy' needs a visible CUDA device, but device {index!r} is not usable: {exc}"
-        ) from None
+        raise BackendUnavailableError(f"backend 'cupy' needs a visible CUDA device, but none is usable: {exc}") from None
+    dev = index if isinstance(index, lib.cuda.Device) else lib.cuda.Device(int(index))
     if dev.id >= count:
         raise BackendUnavailableError(f"CuPy device {dev.id} is not visible: {count} CUDA device(s) found")
+    _probe_cupy(lib, dev)
     return dev
+
+
+def _probe_cupy(lib, dev) -> None:
+    """Run what training needs once: an elementwise kernel (NVRTC), a matmul (cuBLAS), a random
+    draw (cuRAND). A wheel without the CUDA libraries passes a bare allocation but fails here."""
+    try:
+        with dev:
+            a = lib.arange(4, dtype=lib.float32).reshape(2, 2)
+            b = lib.random.RandomState(0).random_sample((2, 2), dtype=lib.float32)
+            float(((a * 2.0 + b) @ a).sum())
+    except Exception as exc:
+        raise BackendUnavailableError(
+            f"backend 'cupy' cannot compute on GPU {dev.id}: {type(exc).__name__}: {exc}. CuPy needs "
+            f"the CUDA libraries (cuBLAS, cuRAND, NVRTC): {_CUPY_HINT}"
+        ) from None
 
 
 def _namespace_for(name: str, lib):
@@ -150,17 +172,12 @@ def resolve_dtype(xp, dtype):
         dtype = os.environ.get("PORTNET_DTYPE") or "float32"
     if isinstance(dtype, str):
         if dtype not in DTYPES:
-            raise ValueError(f"unsupported dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
+            raise InputError(f"unsupported dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
         return getattr(xp, dtype)
     if dtype not in (xp.float32, xp.float64):
         name = getattr(dtype, "__name__", dtype)
-        raise ValueError(f"unsupported dtype {name!r}; expected float32 or float64 of {xp.__name__}")
+        raise InputError(f"unsupported dtype {name!r}; expected float32 or float64 of {xp.__name__}")
     return dtype
-
-
-def dtype_name(dtype) -> str:
-    """'float32' for any library's float32 dtype object."""
-    return str(dtype).rsplit(".", 1)[-1].strip("'>").removeprefix("dtype(").strip("')")
 
 
 def make_backend(name: str, device=None, dtype=None) -> Backend:
@@ -175,7 +192,7 @@ def _from_environment() -> Backend:
     try:
         _check_name(name)
     except ValueError:
-        raise ValueError(
+        raise InputError(
             f"PORTNET_BACKEND={name!r} is not a backend; expected one of {', '.join(BACKENDS)}"
         ) from None
     return make_backend(name, os.environ.get("PORTNET_DEVICE") or None)
@@ -187,6 +204,7 @@ def active() -> Backend:
     global _active
     if _active is None:
         _active = _from_environment()
+        _make_current(_active)
     return _active
 
 
@@ -194,6 +212,7 @@ def set_backend(name: str, device=None, dtype=None) -> Backend:
     """Make ``name`` the active backend, on ``device`` (default: the backend's default)."""
     global _active
     _active = make_backend(name, device, dtype)
+    _make_current(_active)
     return _active
 
 
@@ -201,12 +220,32 @@ def set_backend(name: str, device=None, dtype=None) -> Backend:
 def use_backend(name: str, device=None, dtype=None):
     """Context manager: ``with use_backend('torch', 'cuda'): ...`` then restore the previous one."""
     global _active
-    previous = _active
+    previous, previous_gpu = _active, _current_cupy_device()
     _active = make_backend(name, device, dtype)
+    _make_current(_active)
     try:
         yield _active
     finally:
         _active = previous
+        if previous_gpu is not None:
+            previous_gpu.use()
+
+
+def _make_current(b: Backend) -> None:
+    """CuPy creates arrays and runs kernels on its *current* device (array-api-compat honours
+    ``device=`` only in ``asarray``): make the backend's device current."""
+    if b.name == "cupy":
+        b.device.use()
+
+
+def _current_cupy_device():
+    cupy = sys.modules.get("cupy")  # not imported: nothing to restore
+    if cupy is None:
+        return None
+    try:
+        return cupy.cuda.Device()
+    except Exception:  # CuPy without a usable GPU
+        return None
 
 
 def get_namespace():
@@ -243,39 +282,6 @@ def available_backends() -> dict:
     return status
 
 
-_NAMESPACE_BY_TYPE: dict[type, Any] = {}
-
-
-def namespace_of(*arrays):
-    """The array-API namespace shared by ``arrays``, cached per array type.
-
-    ``array_api_compat.array_namespace`` costs microseconds a call; a training step asks dozens of
-    times, always with the same types, so the answer is remembered per type.
-    """
-    xp = None
-    for x in arrays:
-        t = type(x)
-        found = _NAMESPACE_BY_TYPE.get(t)
-        if found is None:
-            if not array_api_compat.is_array_api_obj(x):  # lists and Python scalars are not
-                raise TypeError(
-                    f"expected an array (NumPy, CuPy, PyTorch, JAX or array-api-strict), got "
-                    f"{t.__name__}; convert it with portnet.asarray(...)"
-                )
-            found = array_api_compat.array_namespace(x)
-            if not _is_tracer(t):
-                _NAMESPACE_BY_TYPE[t] = found
-        if xp is None:
-            xp = found
-        elif found is not xp:
-            raise TypeError(f"arrays from different libraries: {xp.__name__} and {found.__name__}")
-    return xp
-
-
-def _is_tracer(t: type) -> bool:
-    return "jax" in t.__module__ and "Tracer" in t.__name__
-
-
 def asarray(obj, dtype=None, *, copy=None):
     """``obj`` (a list, a scalar, any library's array) as an array of the active backend on its device.
 
@@ -291,107 +297,3 @@ def asarray(obj, dtype=None, *, copy=None):
     return b.xp.asarray(np.asarray(obj), dtype=dtype, device=b.device, copy=copy)
 
 
-def to_numpy(x) -> np.ndarray:
-    """Any backend's array (or a NumPy array) back on the host as a NumPy array."""
-    if isinstance(x, np.ndarray):
-        return x
-    if array_api_compat.is_cupy_array(x):
-        return x.get()
-    if array_api_compat.is_torch_array(x):
-        return x.detach().cpu().numpy()
-    if array_api_compat.is_array_api_strict_namespace(namespace_of(x)):
-        import array_api_strict
-
-        x = x.to_device(array_api_strict.Device())
-    return np.asarray(x)
-
-
-def from_numpy(a: np.ndarray, xp, device, copy=None):
-    """Transfer a host array onto ``device`` of namespace ``xp``; ``copy=True`` never shares memory."""
-    return xp.asarray(a, device=device, copy=copy)
-
-
-# --------------------------------------------------------------------------- randomness
-def host_rng(seed=None) -> np.random.Generator:
-    """A seeded NumPy generator: initial weights are drawn on the host, then transferred once."""
-    return np.random.default_rng(seed)
-
-
-def random_normal(rng: np.random.Generator, shape, scale, xp, device, dtype):
-    """``scale`` times standard normal draws (float64 on the host), as ``dtype`` on ``device``.
-
-    The same generator state gives the same numbers on every backend.
-    """
-    draws = scale * rng.standard_normal(shape)
-    return from_numpy(draws.astype(dtype_name(dtype)), xp, device)
-
-
-class Random:
-    """Random numbers made where the data lives.
-
-    ``source='native'`` uses the backend's own generator (CuPy, PyTorch, JAX; NumPy's on the CPU), so
-    nothing crosses between host and device. ``source='host'`` draws with NumPy and transfers: the
-    same draws on every backend, for parity tests. array-api-strict has no generator: host always.
-    """
-
-    def __init__(self, xp, device, seed=None, source="native"):
-        if source not in ("native", "host"):
-            raise ValueError(f"unknown random source {source!r}; expected 'native' or 'host'")
-        self.xp, self.device = xp, device
-        seed = int(np.random.SeedSequence(seed).generate_state(1)[0])
-        self._host = np.random.default_rng(seed)
-        self._kind = "host"
-        if source == "native":
-            if array_api_compat.is_numpy_namespace(xp):
-                self._kind = "numpy"
-            elif array_api_compat.is_torch_namespace(xp):
-                import torch
-
-                self._kind = "torch"
-                self._gen = torch.Generator(device=device).manual_seed(seed)
-            elif array_api_compat.is_cupy_namespace(xp):
-                import cupy
-
-                self._kind = "cupy"
-                with device:
-                    self._gen = cupy.random.RandomState(seed)
-            elif array_api_compat.is_jax_namespace(xp):
-                import jax
-
-                self._kind = "jax"
-                self._key = jax.random.key(seed)
-
-    def uniform(self, shape, dtype):
-        """Uniform draws in [0, 1) of ``shape`` and float ``dtype``, on the device."""
-        shape = tuple(shape)
-        if self._kind == "torch":
-            import torch
-
-            return torch.rand(shape, generator=self._gen, device=self.device, dtype=dtype)
-        if self._kind == "cupy":
-            with self.device:
-                return self._gen.random_sample(shape, dtype=dtype)
-        if self._kind == "jax":
-            import jax
-
-            self._key, key = jax.random.split(self._key)
-            return jax.device_put(jax.random.uniform(key, shape, dtype=dtype), self.device)
-        draws = self._host.random(shape, dtype=np.dtype(dtype_name(dtype)))
-        return draws if self._kind == "numpy" else from_numpy(draws, self.xp, self.device)
-
-    def permutation(self, n: int):
-        """A random permutation of ``range(n)`` as an int64 array on the device."""
-        if self._kind == "torch":
-            import torch
-
-            return torch.randperm(n, generator=self._gen, device=self.device)
-        if self._kind == "cupy":
-            with self.device:
-                return self._gen.permutation(n)
-        if self._kind == "jax":
-            import jax
-
-            self._key, key = jax.random.split(self._key)
-            return jax.device_put(jax.random.permutation(key, n), self.device)
-        perm = self._host.permutation(n)
-        return perm if self._kind == "numpy" else from_numpy(perm, self.xp, self.device)

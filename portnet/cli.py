@@ -1,29 +1,37 @@
 """The ``portnet`` command: train on MNIST (CPU or GPU, the same code), evaluate, report backends.
 
-    portnet train [--backend cupy] [--epochs 10] [--save net.npz] [--plot curve.png]
+    portnet train [--model deep-conv] [--backend cupy] [--epochs 10] [--save net.npz] [--plot curve.png]
     portnet evaluate net.npz [--backend torch]
     portnet info
+
+Usage errors exit 2 and problems with the user's input, files or machine exit 1, each in one
+line; anything else is a bug in portnet and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 
 from . import backend as _backend
-from .datasets import DatasetError, cache_dir, load_fashion_mnist, load_mnist
-from .io import UnsafePickleError, load_checkpoint, save_checkpoint
-from .networks import MultiLayerNet, TwoLayerNet
+from .checkpoints import load_checkpoint, save_checkpoint
+from .datasets import cache_dir, load_fashion_mnist, load_mnist
+from .errors import InputError, MissingDependencyError, PortnetError
+from .io import check_writable, checkpoint_path, write_atomic
+from .networks import DeepConvNet, MultiLayerNet, SimpleConvNet, TwoLayerNet
 from .optimizers import OPTIMIZERS, make_optimizer
-from .trainer import Trainer, TrainingDiverged
+from .trainer import Trainer
 
 LOADERS = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist}
 #: Learning rates that train well with each optimizer (SGD: the book's ch. 5 value).
 DEFAULT_LR = {"sgd": 0.1, "momentum": 0.01, "nesterov": 0.01, "adagrad": 0.01, "rmsprop": 0.001, "adam": 0.001}
-DEFAULT_HIDDEN = {"two-layer": "50", "multi-layer": "100,100"}
+#: model -> (hidden sizes, epochs) by default.
+MODELS = {"two-layer": ("50", 10), "multi-layer": ("100,100", 10), "simple-conv": (None, 5), "deep-conv": (None, 8)}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,7 +56,7 @@ def _positive(kind):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if value <= 0:
+        if not (math.isfinite(value) and value > 0):
             raise argparse.ArgumentTypeError(f"{text!r} must be positive")
         return value
 
@@ -68,13 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a network and report accuracy per epoch")
     backend_options(train)
-    train.add_argument("--model", choices=DEFAULT_HIDDEN, default="multi-layer")
-    train.add_argument("--hidden", type=_hidden, help="hidden layer sizes (default: 100,100; two-layer: 50)")
+    train.add_argument("--model", choices=MODELS, default="multi-layer",
+                       help="multi-layer (784-100-100-10), two-layer, simple-conv (ch. 7) or deep-conv (ch. 8)")
+    train.add_argument("--hidden", type=_hidden, help="hidden layer sizes of the fully connected models (default: 100,100; two-layer: 50)")
     train.add_argument("--optimizer", choices=OPTIMIZERS, default="adam")
     train.add_argument("--lr", type=_positive(float), help=f"learning rate (default per optimizer: {DEFAULT_LR})")
-    train.add_argument("--epochs", type=_positive(int), default=10)
+    train.add_argument("--epochs", type=_positive(int), help="epochs (default: 10; simple-conv 5, deep-conv 8)")
     train.add_argument("--batch-size", type=_positive(int), default=100)
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--limit", type=_positive(int), metavar="N", help="train on the first N training images only (a quick check)")
     train.add_argument("--save", type=Path, help="write the trained network to this .npz checkpoint")
     train.add_argument("--plot", type=Path, help="write the learning curves to this PNG (needs matplotlib)")
     train.add_argument("--overwrite", action="store_true", help="replace existing --save/--plot files")
@@ -90,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)  # so that partial files are removed
     try:
         if args.command == "info":
             return _info()
@@ -97,55 +108,104 @@ def main(argv=None) -> int:
         device = args.device if args.device or args.backend else os.environ.get("PORTNET_DEVICE")
         _backend.set_backend(name, device or None, args.dtype)
         return _train(args) if args.command == "train" else _evaluate(args)
-    except (_backend.BackendUnavailableError, DatasetError, UnsafePickleError, TrainingDiverged,
-            FileExistsError, FileNotFoundError, ImportError, ValueError) as exc:
-        print(f"portnet: error: {exc}", file=sys.stderr)
+    except (PortnetError, OSError) as exc:  # the user's input, files or machine; a bug keeps its traceback
+        print(f"portnet: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("portnet: interrupted", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def _one_line(exc) -> str:
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return " ".join(str(exc).split())
 
 
 def _train(args) -> int:
-    for path in (args.save, args.plot):
-        if path is not None and path.exists() and not args.overwrite:
-            raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
-    if args.plot is not None:
-        _import_pyplot()  # fail before training, not after
-    hidden = args.hidden or _hidden(DEFAULT_HIDDEN[args.model])
+    hidden, epochs = MODELS[args.model]
+    epochs = args.epochs or epochs
+    conv = hidden is None
+    if conv and args.hidden:
+        raise InputError(f"--hidden applies to the fully connected models, not --model {args.model}")
+    hidden = args.hidden or (None if conv else _hidden(hidden))
     if args.model == "two-layer" and len(hidden) != 1:
-        raise ValueError(f"--model two-layer takes one hidden size, got --hidden {','.join(map(str, hidden))}")
-    (x_train, t_train), (x_test, t_test) = LOADERS[args.dataset](data_dir=args.data_dir)
+        raise InputError(f"--model two-layer takes one hidden size, got --hidden {','.join(map(str, hidden))}")
+    save, plot = _outputs(args)
     if args.model == "two-layer":
         net = TwoLayerNet(784, hidden[0], 10, seed=args.seed)
-    else:
+    elif args.model == "multi-layer":
         net = MultiLayerNet(784, hidden, 10, seed=args.seed)
+    else:
+        net = (SimpleConvNet if args.model == "simple-conv" else DeepConvNet)(seed=args.seed)
+    (x_train, t_train), (x_test, t_test) = LOADERS[args.dataset](flatten=not conv, data_dir=args.data_dir)
+    if args.limit is not None:
+        n = min(args.limit, x_train.shape[0])
+        x_train, t_train = x_train[:n, ...], t_train[:n, ...]
     lr = args.lr or DEFAULT_LR[args.optimizer]
-    trainer = Trainer(net, x_train, t_train, x_test, t_test, epochs=args.epochs, mini_batch_size=args.batch_size,
-                      optimizer=make_optimizer(args.optimizer, lr=lr), progress=False if args.no_progress else None,
-                      seed=args.seed)
+    trainer = Trainer(net, x_train, t_train, x_test, t_test, epochs=epochs, mini_batch_size=args.batch_size,
+                      optimizer=make_optimizer(args.optimizer, lr=lr), verbose=False, progress=not args.no_progress
+                      and _has_tqdm(), seed=args.seed)
     print(f"portnet: {net} on {args.dataset} ({x_train.shape[0]} train, {x_test.shape[0]} test), "
-          f"{args.optimizer} lr={lr}, batch {args.batch_size}, {args.epochs} epochs of {trainer.iter_per_epoch} steps",
+          f"{args.optimizer} lr={lr}, batch {args.batch_size}, {epochs} epochs of {trainer.iter_per_epoch} steps",
           flush=True)
     start = time.perf_counter()
-    trainer.train()
+    trainer.train(on_epoch=_epoch_line)
     total = time.perf_counter() - start
     mean_epoch = sum(trainer.epoch_times) / len(trainer.epoch_times)
     print(f"portnet: test accuracy {trainer.test_acc_list[-1]:.4f}, train accuracy {trainer.train_acc_list[-1]:.4f}; "
           f"{mean_epoch:.2f} s per epoch (training steps), {total:.1f} s in all", flush=True)
-    if args.save is not None:
-        print(f"portnet: saved {save_checkpoint(net, args.save, overwrite=args.overwrite)}")
-    if args.plot is not None:
-        _plot(trainer, args.plot, f"{net} on {args.dataset}, {args.optimizer} lr={lr}")
-        print(f"portnet: wrote {args.plot}")
+    if save is not None:
+        print(f"portnet: saved {save_checkpoint(net, save, overwrite=args.overwrite)}")
+    if plot is not None:
+        _plot(trainer, plot, f"{net} on {args.dataset}, {args.optimizer} lr={lr}")
+        print(f"portnet: wrote {plot}")
     return 0
 
 
+def _outputs(args):
+    """--save and --plot as they will be written, checked before any training."""
+    save = checkpoint_path(args.save) if args.save is not None else None
+    plot = args.plot
+    if save is not None and plot is not None and save.resolve() == plot.resolve():
+        raise InputError(f"--save and --plot both name {save}; give them different files")
+    for path in (save, plot):
+        if path is not None:
+            try:
+                check_writable(path, args.overwrite)
+            except FileExistsError:
+                raise FileExistsError(f"{path} exists; pass --overwrite to replace it") from None
+    if plot is not None:
+        _import_pyplot()  # fail before training, not after
+    return save, plot
+
+
+def _epoch_line(trainer) -> None:
+    losses = trainer.train_loss_list[-trainer.iter_per_epoch :]
+    trainer.write(
+        f"epoch {trainer.current_epoch:>3}/{trainer.epochs}: train acc {trainer.train_acc_list[-1]:.4f}, "
+        f"test acc {trainer.test_acc_list[-1]:.4f}, loss {sum(losses) / len(losses):.4f}, {trainer.epoch_times[-1]:.2f} s"
+    )
+
+
+def _has_tqdm() -> bool:
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _evaluate(args) -> int:
-    if not args.checkpoint.is_file():
-        raise FileNotFoundError(f"no checkpoint at {args.checkpoint}")
     net = load_checkpoint(args.checkpoint)
-    _, (x_test, t_test) = LOADERS[args.dataset](data_dir=args.data_dir)
+    conv = isinstance(net, (SimpleConvNet, DeepConvNet))
+    _, (x_test, t_test) = LOADERS[args.dataset](flatten=not conv, data_dir=args.data_dir)
     print(f"portnet: {net}: test accuracy {net.accuracy(x_test, t_test):.4f} on {args.dataset} ({x_test.shape[0]} images)")
     return 0
 
@@ -157,8 +217,8 @@ def _info() -> int:
     try:
         info = _backend.backend_info()
         print(f"active: {info['backend']} on {info['device']}, {info['dtype']} ({info['namespace']})")
-    except (ValueError, _backend.BackendUnavailableError) as exc:
-        print(f"active: none ({exc})")
+    except PortnetError as exc:
+        print(f"active: none ({_one_line(exc)})")
     for name, status in _backend.available_backends().items():
         print(f"  {name:<17} {status}")
     print(f"cache directory: {cache_dir()}")
@@ -172,14 +232,12 @@ def _import_pyplot():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ImportError("--plot needs matplotlib: pip install 'portnet[plot]'") from None
+        raise MissingDependencyError("--plot needs matplotlib: pip install matplotlib") from None
     return plt
 
 
 def _plot(trainer, path: Path, title: str) -> None:
     """Accuracy per epoch and loss per step, as the book's figures 4-11 and 4-12."""
-    from .io import write_atomic
-
     plt = _import_pyplot()
     fig, (acc, loss) = plt.subplots(1, 2, figsize=(11, 4.2))
     epochs = range(1, len(trainer.train_acc_list) + 1)

@@ -24,11 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from . import backend as _backend
+from .arrays import from_numpy
+from .errors import DatasetError
 from .io import write_atomic
-
-
-class DatasetError(ValueError):
-    """A data file is missing, truncated or not the expected one."""
 
 
 @dataclass(frozen=True)
@@ -112,14 +110,14 @@ def _load(spec, normalize, flatten, one_hot_label, data_dir, download):
     out = []
     for split in ("train", "t10k"):
         # a copy: the parsed arrays are kept (read-only) for the next load, and are not the caller's
-        images = _backend.from_numpy(raw[f"{split}-images-idx3-ubyte"], xp, b.device, copy=True)
-        labels = _backend.from_numpy(raw[f"{split}-labels-idx1-ubyte"].astype(np.int64), xp, b.device)
-        if normalize:
-            images = xp.astype(images, xp.float32) / 255.0
+        images = from_numpy(raw[f"{split}-images-idx3-ubyte"], xp, b.device, copy=True)
+        labels = from_numpy(raw[f"{split}-labels-idx1-ubyte"].astype(np.int64), xp, b.device)
+        if normalize:  # the book's float32 k / 255, held in the active dtype
+            images = xp.astype(xp.astype(images, xp.float32) / 255.0, b.dtype)
         n = images.shape[0]
         images = xp.reshape(images, (n, 784) if flatten else (n, 1, 28, 28))
         if one_hot_label:
-            labels = xp.astype(labels[:, None] == xp.arange(10, device=b.device), xp.float32)
+            labels = xp.astype(labels[:, None] == xp.arange(10, device=b.device), b.dtype)
         out.append((images, labels))
     return tuple(out)
 

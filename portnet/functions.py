@@ -6,9 +6,13 @@ floating input is kept, and shapes that do not match are an error rather than a 
 
 from __future__ import annotations
 
-import array_api_compat
+import array_api_extra as xpx
 
-from .backend import namespace_of
+from .arrays import book_star_numpy, namespace_of
+from .errors import InputError
+
+__all__ = ["cross_entropy_error", "identity_function", "mean_squared_error", "relu", "relu_grad", "sigmoid", "sigmoid_grad", "softmax", "softmax_loss", "step_function", "np"]  # np: what the book's star-import gave
+__getattr__ = book_star_numpy(__name__)
 
 #: The book's guard inside the logarithm of the cross-entropy (eq. 4.2): log(y + delta).
 DELTA = 1e-7
@@ -76,7 +80,7 @@ def cross_entropy_error(y, t):
     xp = namespace_of(y, t)
     labels = labels_of(xp, y.shape, t, "cross_entropy_error")
     check_labels(xp, labels, y.shape[-1])
-    return _cross_entropy(xp, y, one_hot(xp, labels, y.shape[-1], y.dtype))
+    return cross_entropy_from(xp, y, one_hot(xp, labels, y.shape[-1], y.dtype))
 
 
 def softmax_loss(x, t):
@@ -87,21 +91,24 @@ def softmax_loss(x, t):
 # --------------------------------------------------------------------------- helpers
 def _same_shape(y, t, what):
     if tuple(y.shape) != tuple(t.shape):
-        raise ValueError(f"{what}: y has shape {tuple(y.shape)} but t has shape {tuple(t.shape)}")
+        raise InputError(f"{what}: y has shape {tuple(y.shape)} but t has shape {tuple(t.shape)}")
 
 
 def labels_of(xp, shape, t, what="labels"):
-    """Integer class labels from ``t`` (one-hot rows or labels) for scores of ``shape``."""
+    """Integer class labels from ``t`` (one-hot rows, labels, or the book's (N, 1) labels) for
+    scores of ``shape``."""
     shape = tuple(shape)
     if tuple(t.shape) == shape:
         return xp.argmax(t, axis=-1)
+    if len(shape) > 1 and tuple(t.shape) == (*shape[:-1], 1) and xp.isdtype(t.dtype, "integral"):
+        t = xp.reshape(t, shape[:-1])
     if tuple(t.shape) != shape[:-1]:
-        raise ValueError(
+        raise InputError(
             f"{what}: t has shape {tuple(t.shape)}, expected one-hot {shape} "
             f"or labels {shape[:-1]} for scores of shape {shape}"
         )
     if not xp.isdtype(t.dtype, "integral"):
-        raise ValueError(f"{what}: labels must be integers, got dtype {t.dtype}")
+        raise InputError(f"{what}: labels must be integers, got dtype {t.dtype}")
     return t
 
 
@@ -111,16 +118,15 @@ def check_labels(xp, labels, classes: int) -> None:
         low, high = int(xp.min(labels)), int(xp.max(labels))
         if low < 0 or high >= classes:
             bad = low if low < 0 else high
-            raise ValueError(f"label {bad} is out of range: expected labels in [0, {classes})")
+            raise InputError(f"label {bad} is out of range: expected labels in [0, {classes})")
 
 
 def one_hot(xp, labels, classes: int, dtype):
-    """Rows of ``classes`` zeros with a one at each label: built by comparison, no index assignment."""
-    classes = xp.arange(classes, device=array_api_compat.device(labels))
-    return xp.astype(labels[..., None] == classes, dtype)
+    """Rows of ``classes`` zeros with a one at each label (array-api-extra's, no index assignment)."""
+    return xpx.one_hot(labels, classes, dtype=dtype, xp=xp)
 
 
-def _cross_entropy(xp, y, target):
+def cross_entropy_from(xp, y, target):
     """Mean of -log(y[n, label_n] + delta) for one-hot ``target`` rows (no range check).
 
     ``sum(y * target)`` picks y[n, label_n] exactly: the other products are exact zeros."""

@@ -1,29 +1,43 @@
-"""The book's layers with backpropagation (ch. 5-6, common/layers.py), on the array API.
+"""The book's layers with backpropagation (ch. 5-7, common/layers.py), on the array API.
 
-``forward(x, train_flg=...)`` and ``backward(dout)`` as the book. Two differences, both so that
-immutable arrays (JAX) work: nothing is written in place, and a layer with parameters reads them
-from a mapping at every forward (``Affine.of(net.params, "W1", "b1")``), so that rebinding
-``net.params["W1"]`` takes effect at the next forward instead of leaving the layer a stale copy.
+``forward(x, train_flg=...)`` and ``backward(dout)`` as the book. A layer with parameters is built
+as the book builds it, ``Affine(W, b)`` (it keeps those arrays; an optimizer that updates them in
+place is seen), or bound by keyword to a network's dict, ``Affine(params=net.params,
+keys=("W1", "b1"))``: it then reads ``net.params["W1"]`` at every forward, so a rebound entry
+takes effect, which is how immutable arrays (JAX) train. Either way ``layer.W`` reads and
+assigns the parameter, and :meth:`grads` hands back the last backward's gradients by key.
+Nothing is written into an array a caller owns.
 """
 
 from __future__ import annotations
 
 import array_api_compat
+import array_api_extra as xpx
 
-from .backend import Random, namespace_of
-from .functions import _cross_entropy, labels_of, one_hot, sigmoid, softmax
+from .arrays import book_star_numpy, namespace_of, writeable
+from .errors import InputError
+from .functions import cross_entropy_from, labels_of, one_hot, sigmoid, softmax
+from .randomness import Random
+from .util import col2im_windows, conv_output_size, im2col_windows, window_slices
+
+__all__ = ["Affine", "BatchNormalization", "Convolution", "Dropout", "Pooling", "Relu", "Sigmoid", "SoftmaxWithLoss", "np"]  # np: what the book's star-import gave
+__getattr__ = book_star_numpy(__name__)
 
 
 class Relu:
-    """y = max(0, x); dx = dout where x > 0 (ch. 5.5.1)."""
+    """y = max(0, x); dx = dout where x > 0 (ch. 5.5.1).
+
+    ``mask`` is True where x <= 0, as the book's. The selections are written as ``maximum`` and
+    a product with the 0/1 mask: NumPy's ``where`` branches per element and costs 7x as much."""
 
     def forward(self, x, train_flg=True):
         xp = namespace_of(x)
         self.mask = x <= 0
-        return xp.where(self.mask, 0.0, x)
+        self.keep = xp.astype(~self.mask, x.dtype)
+        return xp.maximum(x, 0.0)
 
     def backward(self, dout):
-        return namespace_of(dout).where(self.mask, 0.0, dout)
+        return dout * self.keep
 
 
 class Sigmoid:
@@ -37,43 +51,69 @@ class Sigmoid:
         return dout * (1.0 - self.out) * self.out
 
 
-class _Bound:
-    """A layer whose parameters live in a mapping it reads at every forward."""
+def _parameter(name):
+    def get(self):
+        return self.params[self.keys[name]]
 
-    def __init__(self, params, keys):
-        self.params, self.keys = params, keys
+    def put(self, value):
+        self.params[self.keys[name]] = value
 
-    @classmethod
-    def of(cls, params, *keys, **kwargs):
-        """The layer reading its parameters ``keys`` from ``params`` (a network's dict)."""
-        layer = cls.__new__(cls)
-        _Bound.__init__(layer, params, keys)
-        layer._setup(**kwargs)
-        return layer
-
-    def _setup(self):
-        pass
+    return property(get, put, doc=f"The layer's {name} (assigning rebinds it where the layer reads it).")
 
 
-class Affine(_Bound):
-    """y = x W + b (ch. 5.6.2); N-D input is flattened to (N, -1) and dx takes its shape back."""
+class _Parametric:
+    """A layer with parameters ``names``; ``decayed`` are those weight decay applies to."""
 
-    def __init__(self, W, b):
-        super().__init__({"W": W, "b": b}, ("W", "b"))
-        self._setup()
+    names: tuple[str, ...] = ()
+    decayed: tuple[str, ...] = ()
 
-    def _setup(self, need_dx=True):
-        #: The first layer of a network never needs dx: skipping it saves a matmul a step.
+    def _bind(self, values, params, keys):
+        cls = type(self).__name__
+        if params is None:
+            if any(v is None for v in values):
+                raise InputError(f"{cls} needs {', '.join(self.names)}, or params= and keys= to read them from")
+            for name, value in zip(self.names, values):
+                if not writeable(value):
+                    raise InputError(
+                        f"{cls}({', '.join(self.names)}) keeps the arrays it is given, but this {name} cannot be "
+                        f"updated in place ({type(value).__name__}), so an optimizer's update would never reach "
+                        f"the layer; bind it to the network's dict instead: "
+                        f"{cls}(params=self.params, keys=({', '.join(repr(n + '1') for n in self.names)}))"
+                    )
+            params, keys = dict(zip(self.names, values)), self.names
+        else:
+            if any(v is not None for v in values):
+                raise InputError(f"{cls}: give either the arrays or params= and keys=, not both")
+            keys = self.names if keys is None else tuple(keys)
+            if len(keys) != len(self.names):
+                raise InputError(f"{cls}: keys={keys!r} must name {len(self.names)} entries ({', '.join(self.names)})")
+            missing = [k for k in keys if k not in params]
+            if missing:
+                raise InputError(f"{cls}: params has no {', '.join(map(repr, missing))}; it holds {sorted(params)}")
+        self.params, self.keys = params, dict(zip(self.names, keys))
+        for name in self.names:
+            setattr(self, "d" + name, None)
+
+    def grads(self) -> dict:
+        """The last backward's gradients, by the keys the parameters have in ``params``."""
+        return {self.keys[name]: getattr(self, "d" + name) for name in self.names}
+
+    def decayed_keys(self) -> list[str]:
+        """The keys of the parameters that weight decay applies to (the weights, not the biases)."""
+        return [self.keys[name] for name in self.decayed]
+
+
+class Affine(_Parametric):
+    """y = x W + b (ch. 5.6.2); N-D input is flattened to (N, -1) and dx takes its shape back.
+
+    ``need_dx=False`` (a network's first layer) skips the input gradient: a matmul a step."""
+
+    names, decayed = ("W", "b"), ("W",)
+    W, b = _parameter("W"), _parameter("b")
+
+    def __init__(self, W=None, b=None, *, params=None, keys=None, need_dx=True):
+        self._bind((W, b), params, keys)
         self.need_dx = need_dx
-        self.dW = self.db = None
-
-    @property
-    def W(self):
-        return self.params[self.keys[0]]
-
-    @property
-    def b(self):
-        return self.params[self.keys[1]]
 
     def forward(self, x, train_flg=True):
         xp = namespace_of(x)
@@ -82,8 +122,8 @@ class Affine(_Bound):
         if x.ndim != 2:
             x = xp.reshape(x, (x.shape[0], -1))
         if x.shape[1] != W.shape[0]:
-            raise ValueError(
-                f"{self.keys[0]}: the input has {x.shape[1]} features per sample "
+            raise InputError(
+                f"{self.keys['W']}: the input has {x.shape[1]} features per sample "
                 f"(shape {tuple(self.x_shape)}), but the layer expects {W.shape[0]}"
             )
         self.x = x
@@ -98,21 +138,135 @@ class Affine(_Bound):
         return xp.reshape(dout @ self.W.T, self.x_shape)
 
 
+class Convolution(_Parametric):
+    """Convolution of (N, C, H, W) input with filters W (FN, C, FH, FW) plus bias b (FN,) (ch. 7.4).
+
+    The book's im2col and matmul, with the windows laid out as a (C*FH*FW, N*OH*OW) matrix so that
+    the whole batch is one matmul (a few large products beat a hundred small ones). Backward finds
+    dW with one more matmul and dx as the convolution of the (dilated, padded) output gradient
+    with the flipped filters: no scatter at stride 1.
+    """
+
+    names, decayed = ("W", "b"), ("W",)
+    W, b = _parameter("W"), _parameter("b")
+
+    def __init__(self, W=None, b=None, stride=1, pad=0, *, params=None, keys=None, need_dx=True):
+        self._bind((W, b), params, keys)
+        self.stride, self.pad, self.need_dx = _positive_int("stride", stride), _natural("pad", pad), need_dx
+
+    def forward(self, x, train_flg=True):
+        W = self.W
+        if x.ndim != 4 or x.shape[1] != W.shape[1]:
+            raise InputError(
+                f"{self.keys['W']}: expected input of shape (N, {W.shape[1]}, H, W) for filters of shape "
+                f"{tuple(W.shape)}, got {tuple(x.shape)}"
+            )
+        self.x_shape = x.shape
+        out, self.col = convolve(x, W, self.stride, self.pad, keep_windows=True)
+        return out + self.b[:, None, None]
+
+    def backward(self, dout):
+        xp = namespace_of(dout)
+        W = self.W
+        N, FN, OH, OW = dout.shape
+        grad = xp.reshape(xp.permute_dims(dout, (1, 0, 2, 3)), (FN, N * OH * OW))
+        self.db = xp.sum(grad, axis=1)
+        self.dW = xp.reshape(grad @ xp.matrix_transpose(self.col), W.shape)
+        self.col = None
+        if not self.need_dx:
+            return None
+        return _convolve_transpose(dout, W, self.x_shape, self.stride, self.pad)
+
+
+def convolve(x, W, stride=1, pad=0, *, keep_windows=False):
+    """The correlation of (N, C, H, W) ``x`` with filters ``W`` (FN, C, FH, FW), no bias:
+    (N, FN, OH, OW) by im2col and one matmul; with ``keep_windows`` also the window matrix."""
+    xp = namespace_of(x, W)
+    FN, C, FH, FW = W.shape
+    N = x.shape[0]
+    col = im2col_windows(x, FH, FW, stride, pad)
+    out = xp.reshape(W, (FN, C * FH * FW)) @ col
+    out_h, out_w = conv_output_size(x.shape[2], FH, stride, pad), conv_output_size(x.shape[3], FW, stride, pad)
+    out = xp.permute_dims(xp.reshape(out, (FN, N, out_h, out_w)), (1, 0, 2, 3))
+    return (out, col) if keep_windows else out
+
+
+def _convolve_transpose(dout, W, x_shape, stride, pad):
+    """dL/dx of :func:`convolve`: the output gradient, dilated by the stride and padded, correlated
+    with the filters flipped and with their channels swapped."""
+    xp = namespace_of(dout)
+    FN, C, FH, FW = W.shape
+    N, _, H, Wd = x_shape
+    OH, OW = dout.shape[2:]
+    if stride > 1:
+        dilated = xp.zeros((N, FN, (OH - 1) * stride + 1, (OW - 1) * stride + 1), dtype=dout.dtype,
+                           device=array_api_compat.device(dout))
+        dout = xpx.at(dilated, (slice(None), slice(None), slice(None, None, stride), slice(None, None, stride))).set(dout)
+    # rows and columns of the padded input that no window reached (stride > 1) get no gradient
+    rest_h, rest_w = H + 2 * pad - FH - (OH - 1) * stride, Wd + 2 * pad - FW - (OW - 1) * stride
+    # padding FH - 1 - pad gives dx of the unpadded input directly; a pad wider than the filter
+    # gives dx of the padded input, cropped
+    crop_h, crop_w = max(0, pad - (FH - 1)), max(0, pad - (FW - 1))
+    lo_h, lo_w = FH - 1 - pad + crop_h, FW - 1 - pad + crop_w
+    padded = xpx.pad(dout, ((0, 0), (0, 0), (lo_h, lo_h + rest_h), (lo_w, lo_w + rest_w)), xp=xp)
+    flipped = xp.permute_dims(xp.flip(W, axis=(2, 3)), (1, 0, 2, 3))  # (C, FN, FH, FW)
+    dx = convolve(padded, flipped)
+    return dx[:, :, crop_h : crop_h + H, crop_w : crop_w + Wd] if crop_h or crop_w else dx
+
+
+class Pooling:
+    """Max pooling over (pool_h, pool_w) windows of (N, C, H, W) input (ch. 7.5).
+
+    The book's default stride is 1; its networks pass ``stride=2``. The maximum is taken over the
+    window's strided slices (no reduction over a tiny axis), remembering which slice held the
+    window's first maximum; backward routes each gradient there, as the book's argmax does,
+    without index assignment.
+    """
+
+    def __init__(self, pool_h, pool_w, stride=1, pad=0):
+        self.pool_h, self.pool_w = _positive_int("pool_h", pool_h), _positive_int("pool_w", pool_w)
+        self.stride, self.pad = _positive_int("stride", stride), _natural("pad", pad)
+
+    def forward(self, x, train_flg=True):
+        xp = namespace_of(x)
+        if x.ndim != 4:
+            raise InputError(f"Pooling expects input of shape (N, C, H, W), got {tuple(x.shape)}")
+        self.x_shape = x.shape
+        self.windows = window_slices(x, self.pool_h, self.pool_w, self.stride, self.pad)
+        out = self.windows[0]
+        for window in self.windows[1:]:
+            out = xp.maximum(out, window)
+        self.out = out
+        return out
+
+    def backward(self, dout):
+        xp = namespace_of(dout)
+        grads, free = [], None  # free: windows whose maximum has not been claimed yet
+        for window in self.windows:
+            hit = window == self.out
+            if free is not None:
+                hit = hit & free
+            free = ~hit if free is None else free & ~hit
+            grads.append(dout * xp.astype(hit, dout.dtype))
+        self.windows = None
+        return col2im_windows(grads, self.x_shape, self.pool_h, self.pool_w, self.stride, self.pad)
+
+
 class SoftmaxWithLoss:
     """Softmax then cross-entropy; backward gives (y - t) / N (ch. 5.6.3, fig. 5-30).
 
-    ``t`` is one-hot or integer labels. Labels are not range-checked here (the hot path): the
-    networks' public methods and the Trainer check them.
+    ``t`` is one-hot rows or integer labels (shape (N,) or the book's (N, 1)). Labels are not
+    range-checked here (the hot path): the networks' public methods and the Trainer check them.
     """
 
     def forward(self, x, t):
         xp = namespace_of(x, t)
         self.y = softmax(x)
-        labels = labels_of(xp, x.shape, t, "SoftmaxWithLoss")
-        picker = one_hot(xp, labels, x.shape[-1], self.y.dtype)
-        self.loss = _cross_entropy(xp, self.y, picker)
-        # the book's backward subtracts one-hot t itself (labels: their one-hot rows)
-        self.target = xp.astype(t, self.y.dtype) if t.shape == x.shape else picker
+        if tuple(t.shape) == tuple(x.shape):  # one-hot rows: the book's backward subtracts them
+            self.target = xp.astype(t, self.y.dtype)
+        else:
+            self.target = one_hot(xp, labels_of(xp, x.shape, t, "SoftmaxWithLoss"), x.shape[-1], self.y.dtype)
+        self.loss = cross_entropy_from(xp, self.y, self.target)
         return self.loss
 
     def backward(self, dout=1):
@@ -126,11 +280,15 @@ class SoftmaxWithLoss:
 class Dropout:
     """Each unit kept with probability 1 - ratio in training; scaled by 1 - ratio at test (ch. 6.4.3).
 
-    The mask comes from ``rng`` (a :class:`portnet.backend.Random`, by default the backend's own
-    generator on the input's device). ``frozen = True`` keeps the last mask, for gradient checks.
+    The mask comes from ``rng`` (a :class:`portnet.randomness.Random`); by default on NumPy it is
+    the book's ``np.random.rand(*x.shape) > ratio`` from NumPy's global generator, elsewhere the
+    backend's own generator on the input's device. ``frozen = True`` keeps the last mask, for
+    gradient checks.
     """
 
     def __init__(self, dropout_ratio=0.5, rng: Random | None = None):
+        if not 0 <= dropout_ratio < 1:
+            raise InputError(f"dropout_ratio {dropout_ratio!r} must lie in [0, 1)")
         self.dropout_ratio = dropout_ratio
         self.rng = rng
         self.mask = None
@@ -143,37 +301,35 @@ class Dropout:
         if not self.frozen or self.mask is None or self.mask.shape != x.shape:
             if self.rng is None:
                 self.rng = Random(xp, array_api_compat.device(x))
-            self.mask = self.rng.uniform(x.shape, x.dtype) > self.dropout_ratio
+            self.mask = self.rng.keep_mask(x.shape, self.dropout_ratio)
         return xp.where(self.mask, x, 0.0)
 
     def backward(self, dout):
         return namespace_of(dout).where(self.mask, dout, 0.0)
 
 
-class BatchNormalization(_Bound):
+class BatchNormalization(_Parametric):
     """Normalise each feature over the batch, then scale by gamma and shift by beta (ch. 6.3).
 
     Running mean and variance (for ``train_flg=False``) are kept by the layer, with ``momentum``.
     """
 
+    names = ("gamma", "beta")
+    gamma, beta = _parameter("gamma"), _parameter("beta")
     #: The book's epsilon under the square root (written 10e-7 there).
     EPS = 10e-7
 
-    def __init__(self, gamma, beta, momentum=0.9, running_mean=None, running_var=None):
-        super().__init__({"gamma": gamma, "beta": beta}, ("gamma", "beta"))
-        self._setup(momentum, running_mean, running_var)
-
-    def _setup(self, momentum=0.9, running_mean=None, running_var=None):
+    def __init__(self, gamma=None, beta=None, momentum=0.9, running_mean=None, running_var=None, *,
+                 params=None, keys=None):
+        self._bind((gamma, beta), params, keys)
         self.momentum = momentum
         self.running_mean, self.running_var = running_mean, running_var
-        self.dgamma = self.dbeta = None
 
     def forward(self, x, train_flg=True):
         xp = namespace_of(x)
         self.input_shape = x.shape
         if x.ndim != 2:
             x = xp.reshape(x, (x.shape[0], -1))
-        gamma, beta = self.params[self.keys[0]], self.params[self.keys[1]]
         if self.running_mean is None:
             self.running_mean = xp.zeros_like(x[0, ...])
             self.running_var = xp.zeros_like(x[0, ...])
@@ -189,16 +345,15 @@ class BatchNormalization(_Bound):
             self.running_var = m * self.running_var + (1 - m) * var
         else:
             xn = (x - self.running_mean) / xp.sqrt(self.running_var + self.EPS)
-        return xp.reshape(gamma * xn + beta, self.input_shape)
+        return xp.reshape(self.gamma * xn + self.beta, self.input_shape)
 
     def backward(self, dout):
         xp = namespace_of(dout)
         if dout.ndim != 2:
             dout = xp.reshape(dout, (dout.shape[0], -1))
-        gamma = self.params[self.keys[0]]
         self.dbeta = xp.sum(dout, axis=0)
         self.dgamma = xp.sum(self.xn * dout, axis=0)
-        dxn = gamma * dout
+        dxn = self.gamma * dout
         dxc = dxn / self.std
         dstd = -xp.sum((dxn * self.xc) / (self.std * self.std), axis=0)
         dvar = 0.5 * dstd / self.std
@@ -206,3 +361,15 @@ class BatchNormalization(_Bound):
         dmu = xp.sum(dxc, axis=0)
         dx = dxc - dmu / self.batch_size
         return xp.reshape(dx, self.input_shape)
+
+
+def _positive_int(name, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def _natural(name, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InputError(f"{name} must be a non-negative integer, got {value!r}")
+    return value

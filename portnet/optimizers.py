@@ -1,41 +1,80 @@
 """The book's optimizers (ch. 6.1, common/optimizer.py).
 
-``update(params, grads)`` *rebinds* each entry of ``params`` (the book writes ``-=`` in place), so
-arrays that someone else holds are never modified and immutable arrays work. Their state is
-created from the parameters, on the parameters' device.
+``update(params, grads)`` works as the book's does, by reference: an array that can be written
+(NumPy, CuPy, PyTorch) is updated in place, so a layer holding it sees the new values; an array
+that cannot (JAX) and a Python number are rebound in ``params`` instead, which portnet's own
+layers see because they read ``params`` at every forward. State is created like each parameter
+(same namespace, device and dtype), and Python numbers work as the book's 2-D demos use them.
 """
 
 from __future__ import annotations
 
 import math
 
-from .backend import namespace_of
+from .arrays import book_star_numpy, is_array, namespace_of, writeable
+from .errors import InputError
+
+__all__ = ["AdaGrad", "Adam", "Momentum", "Nesterov", "RMSprop", "SGD", "np"]  # np: what the book's star-import gave
+__getattr__ = book_star_numpy(__name__)
 
 #: The book's guard against division by zero in AdaGrad, RMSprop and Adam.
 EPS = 1e-7
 
 
+def add_to(store: dict, key, delta) -> None:
+    """``store[key] += delta``: in place where the array allows it, else by rebinding the entry."""
+    value = store[key]
+    if writeable(value):
+        value += delta
+    else:
+        store[key] = value + delta
+
+
 def _zeros_like(params):
-    """Optimizer state: zeros shaped, typed and placed like each parameter."""
-    return {k: namespace_of(p).zeros_like(p) for k, p in params.items()}
+    """Optimizer state: zeros shaped, typed and placed like each parameter (0.0 for a number)."""
+    return {k: namespace_of(p).zeros_like(p) if is_array(p) else 0.0 for k, p in params.items()}
+
+
+def _sqrt(h):
+    return namespace_of(h).sqrt(h) if is_array(h) else math.sqrt(h)
+
+
+def _rate(name, value) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise InputError(f"{name} must be a finite positive number, got {value!r}")
+    return value
+
+
+def _fraction(name, value) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not 0 <= value < 1:
+        raise InputError(f"{name} must lie in [0, 1), got {value!r}")
+    return value
 
 
 class SGD:
     """W <- W - lr dL/dW (eq. 6.1)."""
 
     def __init__(self, lr=0.01):
-        self.lr = lr
+        self.lr = _rate("lr", lr)
 
     def update(self, params, grads):
         for key, g in grads.items():
-            params[key] = params[key] - self.lr * g
+            add_to(params, key, -self.lr * g)
 
 
 class Momentum:
     """v <- momentum v - lr dL/dW; W <- W + v (eqs. 6.3-6.4)."""
 
     def __init__(self, lr=0.01, momentum=0.9):
-        self.lr, self.momentum = lr, momentum
+        self.lr, self.momentum = _rate("lr", lr), _fraction("momentum", momentum)
         self.v = None
 
     def update(self, params, grads):
@@ -43,34 +82,35 @@ class Momentum:
             self.v = _zeros_like(params)
         for key, g in grads.items():
             self.v[key] = self.momentum * self.v[key] - self.lr * g
-            params[key] = self._step(params[key], self.v[key], g)
-
-    def _step(self, w, v, g):
-        return w + v
+            add_to(params, key, self.v[key])
 
 
 class Nesterov(Momentum):
     """Nesterov's accelerated gradient, in the book's formulation (arXiv:1212.0901)."""
 
-    def _step(self, w, v, g):
+    def update(self, params, grads):
+        if self.v is None:
+            self.v = _zeros_like(params)
         m = self.momentum
-        return w + m * m * v - (1 + m) * self.lr * g
+        for key, g in grads.items():
+            self.v[key] = m * self.v[key] - self.lr * g
+            add_to(params, key, m * m * self.v[key])
+            add_to(params, key, -(1 + m) * self.lr * g)
 
 
 class AdaGrad:
     """h <- h + g*g; W <- W - lr g / sqrt(h) (eqs. 6.5-6.6)."""
 
     def __init__(self, lr=0.01):
-        self.lr = lr
+        self.lr = _rate("lr", lr)
         self.h = None
 
     def update(self, params, grads):
         if self.h is None:
             self.h = _zeros_like(params)
         for key, g in grads.items():
-            xp = namespace_of(g)
             self.h[key] = self._accumulate(self.h[key], g)
-            params[key] = params[key] - self.lr * g / (xp.sqrt(self.h[key]) + EPS)
+            add_to(params, key, -self.lr * g / (_sqrt(self.h[key]) + EPS))
 
     def _accumulate(self, h, g):
         return h + g * g
@@ -81,7 +121,7 @@ class RMSprop(AdaGrad):
 
     def __init__(self, lr=0.01, decay_rate=0.99):
         super().__init__(lr)
-        self.decay_rate = decay_rate
+        self.decay_rate = _fraction("decay_rate", decay_rate)
 
     def _accumulate(self, h, g):
         return self.decay_rate * h + (1 - self.decay_rate) * g * g
@@ -91,7 +131,7 @@ class Adam:
     """Adam (arXiv:1412.6980) with the book's bias correction folded into the step size."""
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999):
-        self.lr, self.beta1, self.beta2 = lr, beta1, beta2
+        self.lr, self.beta1, self.beta2 = _rate("lr", lr), _fraction("beta1", beta1), _fraction("beta2", beta2)
         self.iter = 0
         self.m = self.v = None
 
@@ -102,10 +142,9 @@ class Adam:
         b1, b2 = self.beta1, self.beta2
         lr_t = self.lr * math.sqrt(1.0 - b2**self.iter) / (1.0 - b1**self.iter)
         for key, g in grads.items():
-            xp = namespace_of(g)
-            self.m[key] = self.m[key] + (1 - b1) * (g - self.m[key])
-            self.v[key] = self.v[key] + (1 - b2) * (g * g - self.v[key])
-            params[key] = params[key] - lr_t * self.m[key] / (xp.sqrt(self.v[key]) + EPS)
+            add_to(self.m, key, (1 - b1) * (g - self.m[key]))
+            add_to(self.v, key, (1 - b2) * (g * g - self.v[key]))
+            add_to(params, key, -lr_t * self.m[key] / (_sqrt(self.v[key]) + EPS))
 
 
 OPTIMIZERS = {
@@ -116,12 +155,18 @@ OPTIMIZERS = {
     "rmsprop": RMSprop,
     "adam": Adam,
 }
+#: The book's Trainer spells RMSprop 'rmsprpo'.
+_ALIASES = {"rmsprpo": "rmsprop"}
 
 
 def make_optimizer(name, **params):
     """An optimizer by its (case-insensitive) name, as the book's Trainer takes it."""
+    key = str(name).lower()
     try:
-        cls = OPTIMIZERS[name.lower()]
+        cls = OPTIMIZERS[_ALIASES.get(key, key)]
     except KeyError:
-        raise ValueError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}") from None
-    return cls(**params)
+        raise InputError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}") from None
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise InputError(f"optimizer {name!r}: {exc}") from None

@@ -66,3 +66,25 @@ def on(backend, a, dtype=None):
     if dtype is not None and a.dtype.kind == "f":
         a = a.astype(dtype_name(dtype))
     return backend.xp.asarray(a, device=backend.device)
+
+
+def assert_backprop_matches_numerical(net, x, t, backend, bias_scale, what=""):
+    """A float64 gradient check of ``net`` on ``(x, t)``: every parameter's backprop gradient within
+    1e-6 (mean absolute difference) of the central differences, as an array of the backend.
+
+    The biases are moved off zero first (``bias_scale`` x N(0, 1)): a ReLU input of exactly 0 (the
+    book's zero bias on an emptied row) sits on the kink, where a central difference measures half
+    the slope. Dropout masks are drawn once and shared by both sides."""
+    rng = np.random.default_rng(1)
+    for key, value in net.params.items():
+        if key.startswith("b"):
+            net.params[key] = value + on(backend, rng.normal(scale=bias_scale, size=tuple(value.shape)))
+    net.gradient(x, t)  # draws the dropout masks...
+    net.freeze_dropout()  # ...which both sides then share
+    numerical = net.numerical_gradient(x, t)
+    backprop = net.gradient(x, t)
+    assert set(numerical) == set(backprop) == set(net.params)
+    for key in net.params:
+        diff = np.mean(np.abs(to_numpy(backprop[key]) - to_numpy(numerical[key])))
+        assert diff < 1e-6, f"{what} {key}: mean |backprop - numerical| = {diff:.3g}"
+        assert_like(backprop[key], backend, "float64", tuple(net.params[key].shape))

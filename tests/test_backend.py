@@ -35,7 +35,8 @@ def test_environment_selects_backend_and_dtype(monkeypatch):
 
 def test_missing_library_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)  # makes `import cupy` fail
-    with pytest.raises(pn.BackendUnavailableError, match=r"'cupy'.*not installed.*pip install 'portnet\[cuda12\]'"):
+    with pytest.raises(pn.BackendUnavailableError, match=r"'cupy'.*not installed.*pip install 'cupy-cuda12x\[ctk\]'.*"
+                       r"from portnet's source directory pip install '\.\[cuda12\]'"):
         pn.set_backend("cupy")
 
 
@@ -44,6 +45,22 @@ def test_invisible_cuda_device_is_an_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(pn.BackendUnavailableError, match=r"'cuda:0' is not visible: 0 CUDA device"):
         pn.set_backend("torch", "cuda:0")
+
+
+def test_torch_device_is_what_its_tensors_report():
+    """'cpu:0' must behave exactly as 'cpu' (the CPU stand-in for 'cuda' resolving to 'cuda:0')."""
+    torch = pytest.importorskip("torch")
+    with pn.use_backend("torch", "cpu:0") as b:
+        x = pn.asarray([1.0, 2.0])
+        assert b.device == x.device == torch.device("cpu")
+        assert pn.asarray(x) is x or pn.asarray(x).data_ptr() == x.data_ptr()  # the same-device fast path
+        assert_like(x, b, "float64", (2,))
+
+
+def test_torch_meta_device_is_refused():
+    pytest.importorskip("torch")
+    with pytest.raises(pn.InputError, match="torch device 'meta' cannot hold data"):
+        pn.set_backend("torch", "meta")
 
 
 def test_bad_device_names(monkeypatch):

@@ -32,6 +32,20 @@ def test_train_save_plot_evaluate(mnist_dir, tmp_path):
     assert f"test accuracy {accuracy:.4f}" in evaluated.stdout
 
 
+@pytest.mark.parametrize("backend_name", ["numpy", "torch", "array_api_strict"])
+def test_train_a_convnet_and_evaluate_it(mnist_dir, tmp_path, backend_name):
+    pytest.importorskip(backend_name)
+    ckpt = tmp_path / "conv.npz"
+    out = run("train", "--model", "simple-conv", "--epochs", "1", "--limit", "500", "--backend", backend_name,
+              "--data-dir", str(mnist_dir), "--save", str(ckpt), "--no-progress")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"portnet: SimpleConvNet(1x28x28, float32, device=") and "epoch   1/1" in out.stdout
+    accuracy = float(out.stdout.split("test accuracy ")[1].split(",")[0])
+    evaluated = run("evaluate", str(ckpt), "--data-dir", str(mnist_dir))
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert f"test accuracy {accuracy:.4f}" in evaluated.stdout
+
+
 def test_existing_files_are_not_overwritten(mnist_dir, tmp_path):
     existing = tmp_path / "keep.npz"
     existing.write_bytes(b"mine")

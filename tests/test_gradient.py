@@ -1,9 +1,10 @@
-"""portnet.gradient: the book's ch. 4 numbers, no in-place writes, metadata kept."""
+"""portnet.gradient: the book's ch. 4 numbers, its in-place idiom, metadata kept."""
 
 import numpy as np
 import pytest
 
 import portnet as pn
+from portnet.gradient import _numerical_gradient_1d, numerical_gradient_2d
 from tests.helpers import assert_close, assert_prints, on
 
 
@@ -24,7 +25,7 @@ def test_numerical_gradient_book_values(backend, point, expected):
     x = on(backend, point)
     grad = pn.numerical_gradient(lambda v: xp.sum(v**2), x)
     assert_close(grad, expected, backend, "float64", rtol=0, atol=1e-7)
-    assert_close(x, point, backend, "float64", rtol=0, atol=0)  # the caller's array is untouched
+    assert_close(x, point, backend, "float64", rtol=0, atol=0)  # perturbed in place, restored exactly
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -39,7 +40,7 @@ def test_numerical_gradient_any_shape(backend, dtype):
 
 
 def test_numerical_gradient_rejects_integers(backend):
-    with pytest.raises(TypeError, match="floating-point"):
+    with pytest.raises(pn.InputError, match="floating-point"):
         pn.numerical_gradient(lambda v: v, on(backend, [1, 2]))
 
 
@@ -60,3 +61,59 @@ def test_gradient_descent_book_values(backend):
     assert abs(float(big[0])) > 1e10
     assert_close(small, [-3.0, 4.0], backend, "float64", rtol=1e-7)
     assert_close(init, [-3.0, 4.0], backend, "float64", rtol=0, atol=0)
+
+
+class _SimpleNet:
+    """The book's simpleNet (ch. 4.4.2): its loss reads ``self.W``, not the argument of f."""
+
+    def __init__(self, W):
+        self.W = W
+
+    def loss(self, x, t):
+        return pn.cross_entropy_error(pn.softmax(x @ self.W), t)
+
+
+def test_the_books_idiom_perturbs_in_place_and_restores(backend):
+    """``numerical_gradient(lambda W: net.loss(x, t), net.W)``: f ignores its argument and reads
+    net.W. On arrays that can be written the perturbation is made there, as the book does, and
+    undone bit for bit; on JAX's immutable arrays the same idiom is an error, never a zero dW."""
+    W_np = np.random.default_rng(0).normal(size=(2, 3))
+    net = _SimpleNet(on(backend, W_np))
+    x, t = on(backend, [0.6, 0.9]), on(backend, [0.0, 0.0, 1.0])
+    y = np.exp(np.array([0.6, 0.9]) @ W_np)
+    y /= y.sum()
+    exact = np.outer([0.6, 0.9], y - [0, 0, 1]) * y[2] / (y[2] + 1e-7)
+    if backend.name == "jax":
+        with pytest.raises(pn.InputError, match=r"f must compute with its argument.*lambda W: net.loss\(x, t\)"):
+            pn.numerical_gradient(lambda W: net.loss(x, t), net.W)
+        return
+    before = net.W
+    dW = pn.numerical_gradient(lambda W: net.loss(x, t), net.W)
+    assert_close(dW, exact, backend, "float64", rtol=0, atol=1e-8)
+    assert net.W is before
+    assert_close(net.W, W_np, backend, "float64", rtol=0, atol=0)
+
+
+def test_numerical_gradient_calls_f_twice_per_element(backend):
+    xp = backend.xp
+    calls = []
+    x = on(backend, np.arange(12.0).reshape(3, 4))
+    pn.numerical_gradient(lambda v: calls.append(1) or xp.sum(v * v), x)
+    assert len(calls) == 24
+
+
+def test_a_zero_gradient_that_reads_its_argument_is_a_result(backend):
+    """A bias that batch normalization cancels has a true gradient of zero everywhere: not an error
+    (on JAX too, where f is given copies: it does read them)."""
+    xp = backend.xp
+    grad = pn.numerical_gradient(lambda b: xp.sum(b - b), on(backend, [0.5, 0.5, 0.5]))
+    assert_close(grad, [0.0, 0.0, 0.0], backend, "float64")
+
+
+def test_numerical_gradient_2d_rows(backend):
+    """The book's gradient_2d.py helper: one gradient per row of X."""
+    xp = backend.xp
+    X = on(backend, [[3.0, 4.0], [0.0, 2.0]])
+    grad = numerical_gradient_2d(lambda v: xp.sum(v**2), X)
+    assert_close(grad, [[6.0, 8.0], [0.0, 4.0]], backend, "float64", rtol=0, atol=1e-7)
+    assert_close(_numerical_gradient_1d(lambda v: xp.sum(v**2), X[0, :]), [6.0, 8.0], backend, "float64", rtol=0, atol=1e-7)

@@ -4,19 +4,31 @@ import numpy as np
 import pytest
 
 import portnet as pn
-from portnet.backend import Random
+from portnet.randomness import Random
 from tests import reference as ref
 from tests.helpers import assert_close, on
 
 DTYPES = ["float64", "float32"]
-rng = np.random.default_rng(42)
-X = rng.normal(size=(8, 6))
-DOUT = rng.normal(size=(8, 6))
+
+
+def data(seed, *shapes):
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=shape) for shape in shapes]
+
+
+def layer_of(cls, backend, arrays, **options):
+    """The layer built as the book builds it, ``cls(W, b, ...)``; on JAX, whose arrays cannot be
+    updated in place, bound by keyword to a dict instead."""
+    arrays = {k: on(backend, v) for k, v in arrays.items()}
+    if backend.name == "jax":
+        return cls(params=arrays, keys=tuple(arrays), **options)
+    return cls(*arrays.values(), **options)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("layer, book", [(pn.Relu, ref.relu), (pn.Sigmoid, ref.sigmoid)], ids=["Relu", "Sigmoid"])
 def test_activation(backend, layer, book, dtype):
+    X, DOUT = data(42, (8, 6), (8, 6))
     layer = layer()
     out, dx = book(X.astype(dtype).astype("float64"), DOUT.astype(dtype).astype("float64"))
     assert_close(layer.forward(on(backend, X, dtype)), out, backend, dtype)
@@ -25,48 +37,78 @@ def test_activation(backend, layer, book, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_affine_flattens_and_restores_shape(backend, dtype):
-    x = rng.normal(size=(4, 1, 2, 3)).astype(dtype)
-    W = rng.normal(size=(6, 5)).astype(dtype)
-    b = rng.normal(size=5).astype(dtype)
-    dout = rng.normal(size=(4, 5)).astype(dtype)
+    x, W, b, dout = (a.astype(dtype) for a in data(1, (4, 1, 2, 3), (6, 5), (5,), (4, 5)))
     out, dx, dW, db = ref.affine(*(a.astype("float64") for a in (x, W, b, dout)))
-    layer = pn.Affine(on(backend, W), on(backend, b))
+    layer = layer_of(pn.Affine, backend, {"W": W, "b": b})
     assert_close(layer.forward(on(backend, x)), out, backend, dtype)
     assert_close(layer.backward(on(backend, dout)), dx, backend, dtype)
     assert_close(layer.dW, dW, backend, dtype)
     assert_close(layer.db, db, backend, dtype)
+    assert set(layer.grads()) == {"W", "b"}
 
 
-def test_affine_reads_rebound_parameters(backend):
+def test_bound_layer_reads_rebound_parameters_and_reports_by_key(backend):
     params = {"W1": on(backend, np.eye(3)), "b1": on(backend, np.zeros(3))}
-    layer = pn.Affine.of(params, "W1", "b1")
+    layer = pn.Affine(params=params, keys=("W1", "b1"))
     x = on(backend, [[1.0, 2.0, 3.0]])
     assert_close(layer.forward(x), [[1.0, 2.0, 3.0]], backend, "float64")
     params["W1"] = params["W1"] * 2.0
     params["b1"] = params["b1"] + 1.0
     assert_close(layer.forward(x), [[3.0, 5.0, 7.0]], backend, "float64")
+    layer.backward(on(backend, [[1.0, 0.0, 0.0]]))
+    grads = layer.grads()
+    assert set(grads) == {"W1", "b1"} and layer.decayed_keys() == ["W1"]
+    assert_close(grads["b1"], [1.0, 0.0, 0.0], backend, "float64")
+
+
+def test_assigning_a_layer_parameter_rebinds_where_it_is_read(backend):
+    """The book's networks set ``layer.W = ...`` after loading their parameters."""
+    params = {"W1": on(backend, np.eye(2)), "b1": on(backend, np.zeros(2))}
+    layer = pn.Affine(params=params, keys=("W1", "b1"))
+    layer.W = on(backend, 3.0 * np.eye(2))
+    assert_close(params["W1"], 3.0 * np.eye(2), backend, "float64")
+    assert_close(layer.forward(on(backend, [[1.0, 1.0]])), [[3.0, 3.0]], backend, "float64")
+    book_style = pn.Affine(on(backend, np.eye(2)), on(backend, np.zeros(2))) if backend.name != "jax" else None
+    if book_style is not None:
+        book_style.b = on(backend, [1.0, 2.0])
+        assert_close(book_style.forward(on(backend, [[0.0, 0.0]])), [[1.0, 2.0]], backend, "float64")
+
+
+def test_layer_construction_errors(backend):
+    W, b = on(backend, np.zeros((2, 2))), on(backend, np.zeros(2))
+    with pytest.raises(pn.InputError, match="either the arrays or params= and keys=, not both"):
+        pn.Affine(W, b, params={"W": W, "b": b})
+    with pytest.raises(pn.InputError, match=r"params has no 'W9'"):
+        pn.Affine(params={"W1": W, "b1": b}, keys=("W9", "b1"))
+    with pytest.raises(pn.InputError, match="Affine needs W, b"):
+        pn.Affine(W)
+    if backend.name == "jax":  # immutable: a layer keeping the arrays could never see an update
+        with pytest.raises(pn.InputError, match=r"cannot be updated in place.*Affine\(params=self.params"):
+            pn.Affine(W, b)
 
 
 def test_affine_wrong_width_names_it(backend):
-    layer = pn.Affine(on(backend, np.zeros((784, 10))), on(backend, np.zeros(10)))
-    with pytest.raises(ValueError, match=r"783 features per sample.*expects 784"):
+    layer = pn.Affine(params={"W1": on(backend, np.zeros((784, 10))), "b1": on(backend, np.zeros(10))}, keys=("W1", "b1"))
+    with pytest.raises(ValueError, match=r"W1: the input has 783 features per sample.*expects 784"):
         layer.forward(on(backend, np.zeros((2, 783))))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("one_hot", [False, True], ids=["labels", "one-hot"])
-def test_softmax_with_loss(backend, dtype, one_hot):
-    x = X.astype(dtype)
-    labels = rng.integers(0, 6, size=8)
+@pytest.mark.parametrize("labels_kind", ["labels", "one-hot", "column"])
+def test_softmax_with_loss(backend, dtype, labels_kind):
+    (x,) = data(3, (8, 6))
+    x = x.astype(dtype)
+    labels = np.random.default_rng(4).integers(0, 6, size=8)
     loss, dx = ref.softmax_with_loss(x.astype("float64"), labels)
     layer = pn.SoftmaxWithLoss()
-    t = np.eye(6, dtype=np.int64)[labels] if one_hot else labels
+    t = {"labels": labels, "one-hot": np.eye(6, dtype=np.int64)[labels], "column": labels[:, None]}[labels_kind]
     assert_close(layer.forward(on(backend, x), on(backend, t)), loss, backend, dtype)
     assert_close(layer.backward(), dx, backend, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_dropout(backend, dtype):
+    X, DOUT = data(5, (8, 6), (8, 6))
     layer = pn.Dropout(0.4, Random(backend.xp, backend.device, seed=1))
     out = layer.forward(on(backend, X, dtype), train_flg=True)
     mask = pn.to_numpy(layer.mask)
@@ -80,13 +122,21 @@ def test_dropout(backend, dtype):
     assert np.array_equal(pn.to_numpy(layer.mask), mask), "a frozen layer keeps its mask"
 
 
+def test_dropout_default_mask_is_the_books_on_numpy():
+    """No generator given: NumPy's global one, ``np.random.rand(*x.shape) > ratio`` as the book."""
+    x = np.ones((4, 5))
+    np.random.seed(7)
+    expected = np.random.rand(4, 5) > 0.5
+    np.random.seed(7)
+    layer = pn.Dropout(0.5)
+    assert np.array_equal(layer.forward(x) != 0, expected)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_batch_normalization(backend, dtype):
-    gamma = rng.normal(size=6).astype(dtype)
-    beta = rng.normal(size=6).astype(dtype)
-    x, dout = X.astype(dtype), DOUT.astype(dtype)
+    gamma, beta, x, dout = (a.astype(dtype) for a in data(6, (6,), (6,), (8, 6), (8, 6)))
     out, dx, dgamma, dbeta, mu, var = ref.batchnorm_train(*(a.astype("float64") for a in (x, gamma, beta, dout)))
-    layer = pn.BatchNormalization(on(backend, gamma), on(backend, beta))
+    layer = layer_of(pn.BatchNormalization, backend, {"gamma": gamma, "beta": beta})
     assert_close(layer.forward(on(backend, x), train_flg=True), out, backend, dtype)
     assert_close(layer.backward(on(backend, dout)), dx, backend, dtype)
     assert_close(layer.dgamma, dgamma, backend, dtype)
@@ -95,3 +145,60 @@ def test_batch_normalization(backend, dtype):
     assert_close(layer.running_mean, running_mean, backend, dtype)
     test_out = gamma * (x - running_mean) / np.sqrt(running_var + 10e-7) + beta
     assert_close(layer.forward(on(backend, x), train_flg=False), test_out, backend, dtype)
+
+
+# --------------------------------------------------------------------------- ch. 7
+CONV_CASES = [(1, 0, (3, 3)), (1, 1, (3, 3)), (1, 2, (2, 3)), (2, 0, (3, 2)), (2, 1, (3, 3)), (3, 2, (5, 2)),
+              (1, 0, (1, 1)), (2, 2, (4, 4))]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("stride, pad, filt", CONV_CASES, ids=lambda c: str(c))
+def test_convolution_against_the_books(backend, dtype, stride, pad, filt):
+    fh, fw = filt
+    x, W, b = (a.astype(dtype) for a in data(7, (3, 2, 9, 8), (4, 2, fh, fw), (4,)))
+    oh, ow = pn.conv_output_size(9, fh, stride, pad), pn.conv_output_size(8, fw, stride, pad)
+    (dout,) = (a.astype(dtype) for a in data(8, (3, 4, oh, ow)))
+    out, dx, dW, db = ref.convolution(*(a.astype("float64") for a in (x, W, b, dout)), stride, pad)
+    layer = layer_of(pn.Convolution, backend, {"W": W, "b": b}, stride=stride, pad=pad)
+    assert_close(layer.forward(on(backend, x)), out, backend, dtype)
+    assert_close(layer.backward(on(backend, dout)), dx, backend, dtype)
+    assert_close(layer.dW, dW, backend, dtype)
+    assert_close(layer.db, db, backend, dtype)
+
+
+@pytest.mark.parametrize("stride, pad, window", [(2, 0, (2, 2)), (1, 0, (2, 2)), (2, 1, (3, 3)), (3, 0, (2, 3)), (1, 1, (3, 2))])
+def test_max_pooling_routes_to_the_first_maximum(backend, stride, pad, window):
+    """Ties (common after ReLU and on MNIST's blank borders) go to the first maximum, as the
+    book's argmax sends them."""
+    ph, pw = window
+    (x,) = data(9, (2, 3, 7, 8))
+    x = np.round(x)  # many ties
+    oh, ow = pn.conv_output_size(7, ph, stride, pad), pn.conv_output_size(8, pw, stride, pad)
+    (dout,) = data(10, (2, 3, oh, ow))
+    out, dx = ref.max_pooling(x, dout, ph, pw, stride, pad)
+    layer = pn.Pooling(ph, pw, stride, pad)
+    assert_close(layer.forward(on(backend, x)), out, backend, "float64")
+    assert_close(layer.backward(on(backend, dout)), dx, backend, "float64")
+
+
+def test_pooling_default_stride_is_the_books():
+    assert pn.Pooling(2, 2).stride == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    ((0, 2), "pool_h must be a positive integer, got 0"),
+    ((2, 2, 0), "stride must be a positive integer, got 0"),
+    ((2, 2, 1, -1), "pad must be a non-negative integer, got -1"),
+])
+def test_pooling_arguments(args, message):
+    with pytest.raises(pn.InputError, match=message):
+        pn.Pooling(*args)
+
+
+def test_convolution_shape_errors(backend):
+    layer = layer_of(pn.Convolution, backend, {"W": np.zeros((4, 3, 5, 5)), "b": np.zeros(4)})
+    with pytest.raises(pn.InputError, match=r"expected input of shape \(N, 3, H, W\).*got \(2, 1, 28, 28\)"):
+        layer.forward(on(backend, np.zeros((2, 1, 28, 28))))
+    with pytest.raises(pn.InputError, match="a filter of size 5 does not fit an input of size 4"):
+        layer.forward(on(backend, np.zeros((2, 3, 4, 4))))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import portnet as pn
-from tests.helpers import assert_close, on, tolerance
+from tests.helpers import assert_backprop_matches_numerical, assert_close, on, tolerance
 
 
 def pooled(images, n):
@@ -30,21 +30,7 @@ def test_gradient_check_on_mnist(backend, mnist, variant):
     with pn.use_backend(backend.name, backend.device, "float64"):
         net = VARIANTS[variant]()
     x, t = on(backend, pooled(x_train, 3)), on(backend, t_train[:3])
-    # Biases away from zero: a ReLU input of exactly 0 (a row that dropout emptied, plus the book's
-    # zero bias) sits on the kink, where a central difference measures half the slope.
-    for key, value in net.params.items():
-        if key.startswith("b"):
-            net.params[key] = value + on(backend, np.random.default_rng(1).normal(scale=0.05, size=value.shape))
-    if variant == "dropout":
-        net.gradient(x, t)  # draws the masks...
-        net.freeze_dropout()  # ...which both sides then share
-    numerical = net.numerical_gradient(x, t)
-    backprop = net.gradient(x, t)
-    assert set(numerical) == set(backprop) == set(net.params)
-    for key in net.params:
-        diff = np.mean(np.abs(pn.to_numpy(backprop[key]) - pn.to_numpy(numerical[key])))
-        assert diff < 1e-6, f"{variant} {key}: mean |backprop - numerical| = {diff:.3g}"
-        assert_close(backprop[key], pn.to_numpy(backprop[key]), backend, "float64")
+    assert_backprop_matches_numerical(net, x, t, backend, bias_scale=0.05, what=variant)
 
 
 def test_book_gradient_check_full_size(mnist):

@@ -1,4 +1,5 @@
-"""The Trainer: learning on real MNIST, losses read back in batches, a clean stop on divergence."""
+"""The Trainer: learning on real MNIST, losses read back in batches, a clean stop when training
+blows up, the book's step and printed lines, any network with the book's methods."""
 
 import numpy as np
 import pytest
@@ -34,17 +35,41 @@ def test_losses_are_read_back_in_batches_and_agree(backend, mnist):
     assert runs[0] == runs[1]
 
 
+class _PoisonAfter(pn.SGD):
+    """SGD that makes the weights NaN at its ``n``-th update."""
+
+    def __init__(self, n):
+        super().__init__(lr=0.1)
+        self.n, self.calls = n, 0
+
+    def update(self, params, grads):
+        self.calls += 1
+        super().update(params, grads)
+        if self.calls == self.n:
+            params["W1"] = params["W1"] * float("nan")
+
+
 @pytest.mark.parametrize("loss_every", [1, 50])
 def test_nan_loss_stops_and_restores_the_last_good_parameters(backend, mnist, loss_every):
     net = pn.TwoLayerNet(784, 20, 10, seed=0)
     initial = {k: pn.to_numpy(v).copy() for k, v in net.params.items()}
-    trainer = pn.Trainer(net, *_data(mnist, 1000, 100), epochs=1, optimizer=pn.SGD(lr=float("nan")),
-                         verbose=False, loss_every=loss_every, seed=0)
+    trainer = pn.Trainer(net, *_data(mnist, 1000, 100), epochs=1, optimizer=_PoisonAfter(1), verbose=False,
+                         loss_every=loss_every, seed=0)
     with pytest.raises(pn.TrainingDiverged, match=r"the loss is nan at step 1 \(epoch 1\).*restored to those of step 0"):
         trainer.train()
-    for key, value in initial.items():
+    for key, value in initial.items():  # the optimizer updated these arrays in place: restored in place
         assert np.array_equal(pn.to_numpy(net.params[key]), value), key
     assert len(trainer.train_loss_list) == 1 and np.isfinite(trainer.train_loss_list[0])
+
+
+def test_a_loss_stuck_at_the_ceiling_stops_training(mnist):
+    """lr 1e6 does not overflow to NaN (the softmax guard caps the loss at 16.1) but trains to
+    chance: it must not pass for a result."""
+    net = pn.MultiLayerNet(784, [50], 10, seed=0)
+    trainer = pn.Trainer(net, *_data(mnist, 6000, 100), epochs=1, optimizer="adam", optimizer_param={"lr": 1e6},
+                         verbose=False, seed=0)
+    with pytest.raises(pn.TrainingDiverged, match=r"the loss has stayed above 8.06 for 50 steps"):
+        trainer.train()
 
 
 def test_bad_labels_are_found_before_training(backend, mnist):
@@ -57,11 +82,101 @@ def test_bad_labels_are_found_before_training(backend, mnist):
         pn.Trainer(pn.TwoLayerNet(784, 5, 10), x_train, t_train[:499, ...], x_test, t_test, verbose=False)
 
 
-def test_progress_bar_and_epoch_lines(mnist, capsys):
+@pytest.mark.parametrize("args, message", [
+    ({"mini_batch_size": -5}, "mini_batch_size must be a positive integer, got -5"),
+    ({"epochs": -3}, "epochs must be a positive integer, got -3"),
+    ({"epochs": 2.5}, "epochs must be a positive integer, got 2.5"),
+    ({"evaluate_sample_num_per_epoch": 0}, "evaluate_sample_num_per_epoch must be a positive integer, got 0"),
+    ({"loss_every": 0}, "loss_every must be a positive integer, got 0"),
+    ({"optimizer": "sgd", "optimizer_param": {"lr": float("inf")}}, "lr must be a finite positive number"),
+])
+def test_arguments_are_checked(mnist, args, message):
+    with pytest.raises(pn.InputError, match=message):
+        pn.Trainer(pn.TwoLayerNet(784, 5, 10, seed=0), *_data(mnist, 500, 100), **args)
+
+
+def test_the_books_printed_lines(mnist, capsys):
+    net = pn.TwoLayerNet(784, 10, 10, seed=0)
+    pn.Trainer(net, *_data(mnist, 300, 200), epochs=2, optimizer="sgd", optimizer_param={"lr": 0.1},
+               evaluate_sample_num_per_epoch=100, loss_every=1, seed=0).train()
+    lines = capsys.readouterr().out.splitlines()
+    assert sum(line.startswith("train loss:") for line in lines) == 6
+    float(lines[0].removeprefix("train loss:"))
+    epochs = [line for line in lines if line.startswith("=== epoch:")]
+    assert len(epochs) == 2 and epochs[0].startswith("=== epoch:1, train acc:") and epochs[0].endswith(" ===")
+    assert lines[-2:][0] == "=============== Final Test Accuracy ==============="
+    assert lines[-1].startswith("test acc:")
+
+
+def test_progress_bar_writes_to_stderr(mnist, capsys):
     pytest.importorskip("tqdm")
     net = pn.TwoLayerNet(784, 10, 10, seed=0)
-    pn.Trainer(net, *_data(mnist, 1000, 200), epochs=2, optimizer="sgd", optimizer_param={"lr": 0.1},
-               evaluate_sample_num_per_epoch=100, progress=True, seed=0).train()
-    out = capsys.readouterr()
-    assert "epoch   1/2: train acc" in out.out and "epoch   2/2" in out.out
-    assert "training" in out.err, "the tqdm bar writes to stderr"
+    pn.Trainer(net, *_data(mnist, 1000, 200), epochs=1, optimizer="sgd", optimizer_param={"lr": 0.1},
+               verbose=False, progress=True, seed=0).train()
+    assert "training" in capsys.readouterr().err
+
+
+def test_train_step_is_the_books(mnist):
+    """Batches drawn with replacement from NumPy's global generator (np.random.choice), an
+    evaluation when an epoch begins, the loss after the update."""
+    x_train, t_train, x_test, t_test = _data(mnist, 300, 100)
+    net = pn.TwoLayerNet(784, 10, 10, seed=0)
+    trainer = pn.Trainer(net, x_train, t_train, x_test, t_test, epochs=1, mini_batch_size=100, verbose=False)
+    np.random.seed(4)
+    expected = np.random.choice(300, 100)
+    reference = pn.TwoLayerNet(784, 10, 10, seed=0)
+    pn.SGD(lr=0.01).update(reference.params, reference.gradient(x_train[expected], t_train[expected]))
+    np.random.seed(4)
+    trainer.train_step()
+    assert trainer.current_iter == 1 and trainer.current_epoch == 1 and len(trainer.test_acc_list) == 1
+    assert trainer.train_loss_list == [float(reference.loss(x_train[expected], t_train[expected]))]
+    for key in net.params:
+        np.testing.assert_array_equal(net.params[key], reference.params[key])
+
+
+class _BookStyleNet:
+    """A network written as the book's chapters write theirs: its own layers hold the arrays of
+    ``params`` (no portnet network class), trained by reference."""
+
+    def __init__(self, seed):
+        rng = np.random.default_rng(seed)
+        self.params = {k: pn.asarray(v) for k, v in {"W1": 0.01 * rng.standard_normal((784, 50)), "b1": np.zeros(50),
+                                                      "W2": 0.01 * rng.standard_normal((50, 10)), "b2": np.zeros(10)}.items()}
+        self.layers = [pn.Affine(self.params["W1"], self.params["b1"]), pn.Relu(),
+                       pn.Affine(self.params["W2"], self.params["b2"])]
+        self.last_layer = pn.SoftmaxWithLoss()
+
+    def predict(self, x):
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def loss(self, x, t):
+        return self.last_layer.forward(self.predict(x), t)
+
+    def accuracy(self, x, t):
+        return float(np.mean(np.argmax(pn.to_numpy(self.predict(x)), axis=1) == pn.to_numpy(t)))
+
+
+    def gradient(self, x, t):
+        self.loss(x, t)
+        dout = self.last_layer.backward(1)
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)
+        return {"W1": self.layers[0].dW, "b1": self.layers[0].db, "W2": self.layers[2].dW, "b2": self.layers[2].db}
+
+
+@pytest.mark.parametrize("name", ["numpy", "torch"])
+def test_a_book_style_network_learns(mnist, name):
+    """Layers built from the arrays, optimizers updating them in place: it learns on NumPy and torch."""
+    if name == "torch":
+        pytest.importorskip("torch")
+    with pn.use_backend(name):
+        net = _BookStyleNet(0)
+        x_train, t_train, x_test, t_test = _data(mnist, 3000, 500)
+        x_train, x_test = pn.asarray(x_train, dtype="float64"), pn.asarray(x_test, dtype="float64")
+        trainer = pn.Trainer(net, x_train, t_train, x_test, t_test, epochs=3, optimizer="sgd", optimizer_param={"lr": 0.5}, verbose=False, seed=0)
+        before = net.accuracy(x_test, t_test)
+        trainer.train()
+    assert net.layers[0].W is net.params["W1"], "the layer holds the array the optimizer updates"
+    assert before < 0.2 and trainer.test_acc_list[-1] > 0.8, (before, trainer.test_acc_list)

@@ -1,0 +1,95 @@
+"""Array plumbing: which namespace an array belongs to, dtype names, and the host boundary.
+
+Numerical modules get their namespace here (:func:`namespace_of`, resolved once per array type)
+and never import the module that chooses backends. :func:`to_numpy` / :func:`from_numpy` are the
+only crossings between host and device.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+_NAMESPACE_BY_TYPE: dict[type, Any] = {}
+
+
+def namespace_of(*arrays):
+    """The array-API namespace shared by ``arrays``, cached per array type.
+
+    ``array_api_compat.array_namespace`` costs microseconds a call; a training step asks dozens of
+    times, always with the same types, so the answer is remembered per type.
+    """
+    xp = None
+    for x in arrays:
+        t = type(x)
+        found = _NAMESPACE_BY_TYPE.get(t)
+        if found is None:
+            if not array_api_compat.is_array_api_obj(x):  # lists and Python scalars are not
+                raise TypeError(
+                    f"expected an array (NumPy, CuPy, PyTorch, JAX or array-api-strict), got "
+                    f"{t.__name__}; convert it with portnet.asarray(...)"
+                )
+            found = array_api_compat.array_namespace(x)
+            if not _is_tracer(t):
+                _NAMESPACE_BY_TYPE[t] = found
+        if xp is None:
+            xp = found
+        elif found is not xp:
+            raise TypeError(f"arrays from different libraries: {xp.__name__} and {found.__name__}")
+    return xp
+
+
+def _is_tracer(t: type) -> bool:
+    return "jax" in t.__module__ and "Tracer" in t.__name__
+
+
+def is_array(x) -> bool:
+    """True for an array of any supported library (not for lists or Python scalars)."""
+    return array_api_compat.is_array_api_obj(x)
+
+
+def writeable(x) -> bool:
+    """True when ``x`` can be changed in place (NumPy, CuPy, PyTorch, array-api-strict; not JAX)."""
+    return array_api_compat.is_writeable_array(x)
+
+
+def dtype_name(dtype) -> str:
+    """'float32' for any library's float32 dtype object."""
+    return str(dtype).rsplit(".", 1)[-1].strip("'>").removeprefix("dtype(").strip("')")
+
+
+def to_numpy(x) -> np.ndarray:
+    """Any backend's array (or a NumPy array) back on the host as a NumPy array."""
+    if isinstance(x, np.ndarray):
+        return x
+    if array_api_compat.is_cupy_array(x):
+        return x.get()
+    if array_api_compat.is_torch_array(x):
+        return x.detach().cpu().numpy()
+    if array_api_compat.is_array_api_strict_namespace(namespace_of(x)):
+        import array_api_strict
+
+        x = x.to_device(array_api_strict.Device())
+    return np.asarray(x)
+
+
+def from_numpy(a: np.ndarray, xp, device, copy=None):
+    """Transfer a host array onto ``device`` of namespace ``xp``; ``copy=True`` never shares memory."""
+    return xp.asarray(a, device=device, copy=copy)
+
+
+def book_star_numpy(module: str):
+    """A module ``__getattr__`` giving ``np`` lazily: the book's ``from common.functions import *``
+    (and ``layers``, ``optimizer``) handed its scripts NumPy as ``np``, and several rely on it.
+    portnet's own code never uses it."""
+
+    def __getattr__(name):
+        if name == "np":
+            import numpy
+
+            return numpy
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+
+    return __getattr__

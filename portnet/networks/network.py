@@ -1,0 +1,274 @@
+"""What every network shares (ch. 5.7, 7.5, 8.1): the book's predict / loss / accuracy /
+gradient / numerical_gradient as one generic loop over the network's layers.
+
+A network holds ``params`` (a plain dict), ``layers`` (in order: a dict of named layers as the
+book's MultiLayerNet, or a list as its ConvNets) and ``last_layer``. Its layers with parameters
+read them from ``params`` and report their own gradients by key (``layer.grads()``), so
+``gradient`` needs no names or indices. A network is created on the active backend, on its
+device and in its dtype; its weights are drawn on the host (``seed``, or NumPy's global generator
+when ``seed`` is None, as the book) and transferred once, so the same draws give the same network
+on every backend.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .. import backend as _backend
+from ..arrays import dtype_name, from_numpy, namespace_of, to_numpy
+from ..errors import CheckpointError, InputError
+from ..functions import check_labels, labels_of
+from ..gradient import numerical_gradient as _numerical_gradient
+from ..layers import BatchNormalization, Dropout
+from ..randomness import host_rng, random_normal
+
+
+class Network:
+    """Base of portnet's networks; subclasses build ``params``, ``layers`` and ``last_layer``."""
+
+    #: Rows per forward pass in :meth:`accuracy` when no ``batch_size`` is given (bounds memory).
+    accuracy_batch_size = 10000
+    weight_decay_lambda = 0
+
+    def _setup(self, dtype, seed):
+        """Backend, device and dtype of the new network, and the generator its weights come from."""
+        active = _backend.active()
+        self.xp, self.device = active.xp, active.device
+        self.dtype = active.dtype if dtype is None else _backend.resolve_dtype(self.xp, dtype)
+        self.params = {}
+        return host_rng(seed)
+
+    def _normal(self, rng, shape, scale):
+        return random_normal(rng, shape, scale, self.xp, self.device, self.dtype)
+
+    def _full(self, n, value):
+        return self.xp.full((n,), value, dtype=self.dtype, device=self.device)
+
+    def layer_list(self) -> list:
+        """The layers in order (``layers`` is a dict or a list)."""
+        return list(self.layers.values()) if isinstance(self.layers, dict) else list(self.layers)
+
+    # ------------------------------------------------------------------ the book's API
+    def predict(self, x, train_flg=False):
+        """Scores before the softmax (the book's predict)."""
+        for layer in self.layer_list():
+            x = layer.forward(x, train_flg)
+        return x
+
+    def loss(self, x, t, train_flg=False):
+        """Cross-entropy of softmax(predict(x)) against ``t``, plus the weight decay."""
+        self._check(x, t)
+        return self._loss(x, t, train_flg)
+
+    def accuracy(self, x, t, batch_size=None) -> float:
+        """Fraction of samples whose highest score is the label (one-hot or integer ``t``),
+        predicted ``batch_size`` rows at a time (default: the network's ``accuracy_batch_size``)."""
+        xp = namespace_of(x, t)
+        n = x.shape[0]
+        if t.shape[:1] != x.shape[:1]:
+            raise InputError(f"accuracy: {n} samples in x but {t.shape[0] if t.ndim else 0} in t")
+        labels = labels_of(xp, (n, self.output_size), t, "accuracy")
+        check_labels(xp, labels, self.output_size)
+        step = self.accuracy_batch_size if batch_size is None else int(batch_size)
+        if step < 1:
+            raise InputError(f"accuracy: batch_size must be positive, got {batch_size!r}")
+        correct = 0
+        for start in range(0, n, step):
+            stop = min(start + step, n)  # the standard leaves out-of-range stops undefined
+            y = self.predict(x[start:stop, ...], train_flg=False)
+            correct = correct + xp.count_nonzero(xp.argmax(y, axis=1) == labels[start:stop])
+        return int(correct) / n if n else 0.0
+
+    def numerical_gradient(self, x, t):
+        """Gradients by central differences (ch. 4.4.2): slow, for checking :meth:`gradient`."""
+        self._check(x, t)
+        grads = {}
+        for key, value in list(self.params.items()):
+            def loss_at(w, key=key):
+                self.params[key] = w
+                return self._loss(x, t, train_flg=True)
+
+            try:
+                grads[key] = _numerical_gradient(loss_at, value)
+            finally:
+                self.params[key] = value
+        return grads
+
+    def gradient(self, x, t):
+        """Gradients by backpropagation (ch. 5.7.2), by the keys of ``params``."""
+        return self.loss_and_gradient(x, t)[1]
+
+    # ------------------------------------------------------------------ beyond the book
+    def loss_and_gradient(self, x, t, check=True):
+        """``(loss, grads)`` from one forward and one backward pass.
+
+        The loss stays on the device (no sync). ``check=False`` skips the label check, which reads
+        two numbers back from the device: the Trainer checks its whole dataset once instead.
+        """
+        if check:
+            self._check(x, t)
+        loss = self._loss(x, t, train_flg=True)
+        layers = self.layer_list()
+        dout = self.last_layer.backward(1)
+        for layer in reversed(layers):
+            dout = layer.backward(dout)
+        grads = {}
+        for layer in layers:
+            if hasattr(layer, "grads"):
+                grads.update(layer.grads())
+        decay = self.weight_decay_lambda
+        if decay:
+            for key in self._decayed_keys():
+                grads[key] = grads[key] + decay * self.params[key]
+        return loss, grads
+
+    def freeze_dropout(self, frozen=True):
+        """Keep the current dropout masks (for gradient checks) or draw new ones again."""
+        for layer in self.layer_list():
+            if isinstance(layer, Dropout):
+                layer.frozen = frozen
+
+    def buffers(self) -> dict:
+        """State that is not a parameter: the batch-norm running statistics, by layer name."""
+        out = {}
+        for name, layer in self._named_layers():
+            if isinstance(layer, BatchNormalization) and layer.running_mean is not None:
+                out[f"{name}.running_mean"] = layer.running_mean
+                out[f"{name}.running_var"] = layer.running_var
+        return out
+
+    def buffer_shapes(self) -> dict:
+        """The buffers this architecture defines and their shapes (for validating a checkpoint)."""
+        out = {}
+        for name, layer in self._named_layers():
+            if isinstance(layer, BatchNormalization):
+                shape = tuple(layer.gamma.shape)
+                out[f"{name}.running_mean"] = out[f"{name}.running_var"] = shape
+        return out
+
+    def load_buffers(self, buffers):
+        """Restore what :meth:`buffers` returned (names and shapes checked first)."""
+        expected = self.buffer_shapes()
+        for key, value in buffers.items():
+            if key not in expected:
+                raise CheckpointError(f"buffer {key!r} is not one this network defines ({sorted(expected) or 'none'})")
+            if tuple(value.shape) != expected[key]:
+                raise CheckpointError(f"buffer {key!r} has shape {tuple(value.shape)}, expected {expected[key]}")
+        layers = dict(self._named_layers())
+        for key, value in buffers.items():
+            name, attr = key.rsplit(".", 1)
+            setattr(layers[name], attr, value)
+
+    def save_params(self, file_name="params.pkl", *, overwrite=True):
+        """Write the parameters: a ``.pkl`` file holds the book's pickled dict of NumPy arrays (the
+        book's own code reads it); any other name a portnet ``.npz`` checkpoint."""
+        from ..checkpoints import save_checkpoint
+        from ..io import write_pickled_arrays
+
+        if str(file_name).endswith(".pkl"):
+            return write_pickled_arrays(file_name, {k: to_numpy(v) for k, v in self.params.items()}, overwrite=overwrite)
+        return save_checkpoint(self, file_name, overwrite=overwrite)
+
+    def load_params(self, file_name="params.pkl"):
+        """Read parameters saved by :meth:`save_params` or by the book's code (its pickles are read
+        safely: nothing in them runs), checked against this network's keys and shapes, converted
+        to its dtype on its device."""
+        from ..io import read_checkpoint, read_pickled_arrays
+
+        if str(file_name).endswith(".npz"):
+            _, params, buffers = read_checkpoint(file_name)
+        else:
+            params, buffers = read_pickled_arrays(file_name), {}
+        self.set_params(params, source=str(file_name))
+        if buffers:
+            self.load_buffers({k: from_numpy(v.astype(dtype_name(self.dtype)), self.xp, self.device) for k, v in buffers.items()})
+
+    def set_params(self, arrays: dict, source="the given parameters"):
+        """Install host arrays as the parameters, after checking keys, shapes and dtypes."""
+        if set(arrays) != set(self.params):
+            raise CheckpointError(f"{source}: parameters {sorted(arrays)} do not match the network's {sorted(self.params)}")
+        for key, value in sorted(arrays.items()):
+            if tuple(value.shape) != tuple(self.params[key].shape):
+                raise CheckpointError(
+                    f"{source}: {key} has shape {tuple(value.shape)}, the network needs {tuple(self.params[key].shape)}"
+                )
+            if value.dtype.kind not in "fiu":
+                raise CheckpointError(f"{source}: {key} has dtype {value.dtype}, expected real numbers")
+        for key, value in arrays.items():
+            self.params[key] = from_numpy(value.astype(dtype_name(self.dtype)), self.xp, self.device)
+
+    def architecture(self) -> dict:
+        """What rebuilds this network: its class and constructor arguments."""
+        return {"class": type(self).__name__, **self.config}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._shape_text()}, {dtype_name(self.dtype)}, device={self.device})"
+
+    # ------------------------------------------------------------------ internals
+    def _named_layers(self):
+        if isinstance(self.layers, dict):
+            return list(self.layers.items())
+        return [(str(i), layer) for i, layer in enumerate(self.layers)]
+
+    def _decayed_keys(self):
+        return [k for layer in self.layer_list() if hasattr(layer, "decayed_keys") for k in layer.decayed_keys()]
+
+    def _loss(self, x, t, train_flg):
+        y = self.predict(x, train_flg)
+        loss = self.last_layer.forward(y, t)
+        if self.weight_decay_lambda:
+            xp = self.xp
+            decay = sum(xp.sum(self.params[k] ** 2) for k in self._decayed_keys())
+            loss = loss + 0.5 * self.weight_decay_lambda * decay
+        return loss
+
+    def _check(self, x, t):
+        """Shapes and label range, with errors that name what is wrong."""
+        if x.ndim < 1 or t.ndim < 1 or t.shape[0] != x.shape[0]:
+            raise InputError(f"x and t disagree on the number of samples: shapes {tuple(x.shape)} and {tuple(t.shape)}")
+        xp = namespace_of(x, t)
+        labels = labels_of(xp, (x.shape[0], self.output_size), t, "labels")
+        check_labels(xp, labels, self.output_size)
+
+
+def init_scale(weight_init_std, fan_in) -> float:
+    """The standard deviation of initial weights: 'relu'/'he' sqrt(2/n), 'sigmoid'/'xavier'
+    sqrt(1/n) (ch. 6.2), or the number given."""
+    if isinstance(weight_init_std, str):
+        kind = weight_init_std.lower()
+        if kind in ("relu", "he"):
+            return math.sqrt(2.0 / fan_in)
+        if kind in ("sigmoid", "xavier"):
+            return math.sqrt(1.0 / fan_in)
+        raise InputError(f"unknown weight_init_std {weight_init_std!r}; expected 'relu', 'he', 'sigmoid', 'xavier' or a number")
+    scale = float(weight_init_std)
+    if not math.isfinite(scale) or scale < 0:
+        raise InputError(f"weight_init_std must be a finite non-negative number, got {weight_init_std!r}")
+    return scale
+
+
+#: The most parameters a network may have (2 GB in float32): checked before anything is allocated.
+MAX_PARAMETERS = 500_000_000
+
+
+def positive_ints(name, values) -> list[int]:
+    """Layer sizes as positive Python ints, with an error naming the bad one."""
+    out = []
+    for v in values:
+        try:
+            ok = not isinstance(v, bool) and float(v).is_integer() and int(v) >= 1
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise InputError(f"{name}: expected positive integers, got {v!r}")
+        out.append(int(v))
+    return out
+
+
+def check_parameter_count(what, count) -> None:
+    """Refuse a network of more than :data:`MAX_PARAMETERS` parameters before allocating it."""
+    if count > MAX_PARAMETERS:
+        raise InputError(
+            f"{what} would have {count:,} parameters ({4 * count / 2**30:.1f} GiB in float32); "
+            f"portnet allows at most {MAX_PARAMETERS:,}"
+        )

@@ -1,0 +1,159 @@
+"""The book's common/util.py: im2col and col2im (ch. 7.4.3), conv_output_size, smooth_curve,
+shuffle_dataset, on the array API.
+
+A convolution's input windows are taken as strided slices of the (padded) input, one slice per
+filter position, with exact stops (the standard leaves stops past the end undefined). The book's
+``im2col`` / ``col2im`` lay them out as (N*OH*OW, C*FH*FW) rows; the layers use the
+``*_windows`` forms, laid out (N, C*FH*FW, OH*OW) so that a matmul gives channels-first output
+without a transpose. ``col2im`` adds overlapping windows back with ``array_api_extra.at(...).add``:
+no padding by hand, no writes into views, no index assignment.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+
+import array_api_compat
+import array_api_extra as xpx
+
+from .arrays import is_array, namespace_of
+from .errors import InputError
+from .randomness import Random
+
+
+def conv_output_size(input_size, filter_size, stride=1, pad=0) -> int:
+    """(input_size + 2 pad - filter_size) // stride + 1 (eq. 7.1); an error if no window fits."""
+    input_size, filter_size = operator.index(input_size), operator.index(filter_size)
+    stride, pad = operator.index(stride), operator.index(pad)
+    if stride < 1 or pad < 0:
+        raise InputError(f"stride must be >= 1 and pad >= 0, got stride={stride}, pad={pad}")
+    size = (input_size + 2 * pad - filter_size) // stride + 1
+    if size < 1:
+        raise InputError(
+            f"a filter of size {filter_size} does not fit an input of size {input_size} with pad {pad}"
+        )
+    return size
+
+
+def _padded(x, filter_h, filter_w, stride, pad):
+    """``x`` padded with zeros, and the output size (OH, OW) of a filter sliding over it."""
+    if x.ndim != 4:
+        raise InputError(f"expected input of shape (N, C, H, W), got {tuple(x.shape)}")
+    out_h = conv_output_size(x.shape[2], filter_h, stride, pad)
+    out_w = conv_output_size(x.shape[3], filter_w, stride, pad)
+    if pad:
+        x = xpx.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), xp=namespace_of(x))
+    return x, (out_h, out_w)
+
+
+def window_slices(x, filter_h, filter_w, stride=1, pad=0) -> list:
+    """The filter_h * filter_w strided slices of the padded (N, C, H, W) input ``x``, one per
+    filter position (i, j) in row-major order, each (N, C, OH, OW)."""
+    x, (out_h, out_w) = _padded(x, filter_h, filter_w, stride, pad)
+    span_h, span_w = stride * (out_h - 1) + 1, stride * (out_w - 1) + 1
+    return [x[:, :, i : i + span_h : stride, j : j + span_w : stride] for i in range(filter_h) for j in range(filter_w)]
+
+
+def im2col_windows(x, filter_h, filter_w, stride=1, pad=0):
+    """The input's windows as a (C*filter_h*filter_w, N*OH*OW) matrix: rows in the order of a
+    filter bank reshaped to (FN, C*FH*FW), columns sample-major. A convolution is then one matmul
+    whatever the batch size. On NumPy and CuPy the matrix is copied out of a strided view of the
+    input at once (2-3x faster than stacking the slices); elsewhere the slices are stacked."""
+    xp = namespace_of(x)
+    padded, (out_h, out_w) = _padded(x, filter_h, filter_w, stride, pad)
+    N, C = x.shape[:2]
+    rows, cols = C * filter_h * filter_w, N * out_h * out_w
+    if array_api_compat.is_numpy_namespace(xp) or array_api_compat.is_cupy_namespace(xp):
+        return xp.reshape(_strided_windows(padded, filter_h, filter_w, stride, out_h, out_w), (rows, cols))
+    slices = window_slices(x, filter_h, filter_w, stride, pad)
+    return xp.reshape(xp.stack([xp.permute_dims(w, (1, 0, 2, 3)) for w in slices], axis=1), (rows, cols))
+
+
+def _strided_windows(padded, filter_h, filter_w, stride, out_h, out_w):
+    """The windows of a NumPy or CuPy array as a C-ordered (C, FH, FW, N, OH, OW) array, copied
+    in one pass out of a strided view (which is only read)."""
+    sN, sC, sH, sW = padded.strides
+    N, C = padded.shape[:2]
+    shape, strides = (C, filter_h, filter_w, N, out_h, out_w), (sC, sH, sW, sN, sH * stride, sW * stride)
+    if array_api_compat.is_numpy_array(padded):
+        import numpy
+
+        return numpy.ascontiguousarray(numpy.lib.stride_tricks.as_strided(padded, shape, strides, writeable=False))
+    import cupy
+
+    return cupy.ascontiguousarray(cupy.lib.stride_tricks.as_strided(padded, shape, strides))
+
+
+def col2im_windows(parts, input_shape, filter_h, filter_w, stride=1, pad=0):
+    """The adjoint of :func:`window_slices`: the list of per-position window gradients, each
+    (N, C, OH, OW), added back into an array of ``input_shape``."""
+    N, C, H, W = (operator.index(v) for v in input_shape)
+    out_h = conv_output_size(H, filter_h, stride, pad)
+    out_w = conv_output_size(W, filter_w, stride, pad)
+    xp = namespace_of(*parts)
+    img = xp.zeros((N, C, H + 2 * pad, W + 2 * pad), dtype=parts[0].dtype, device=array_api_compat.device(parts[0]))
+    span_h, span_w = stride * (out_h - 1) + 1, stride * (out_w - 1) + 1
+    for k, part in enumerate(parts):
+        i, j = divmod(k, filter_w)
+        at = (slice(None), slice(None), slice(i, i + span_h, stride), slice(j, j + span_w, stride))
+        img = xpx.at(img, at).add(part)
+    return img[:, :, pad : pad + H, pad : pad + W] if pad else img
+
+
+def im2col(input_data, filter_h, filter_w, stride=1, pad=0):
+    """The book's im2col: (N, C, H, W) input to rows of (N*OH*OW, C*filter_h*filter_w)."""
+    return namespace_of(input_data).matrix_transpose(im2col_windows(input_data, filter_h, filter_w, stride, pad))
+
+
+def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
+    """The book's col2im: rows of (N*OH*OW, C*filter_h*filter_w) added back into ``input_shape``."""
+    xp = namespace_of(col)
+    N, C, H, W = (operator.index(v) for v in input_shape)
+    out_h = conv_output_size(H, filter_h, stride, pad)
+    out_w = conv_output_size(W, filter_w, stride, pad)
+    expected = (N * out_h * out_w, C * filter_h * filter_w)
+    if tuple(col.shape) != expected:
+        raise InputError(f"col2im: col has shape {tuple(col.shape)}, expected {expected} for input {tuple(input_shape)}")
+    col = xp.reshape(col, (N, out_h, out_w, C, filter_h * filter_w))
+    parts = [xp.permute_dims(col[..., k], (0, 3, 1, 2)) for k in range(filter_h * filter_w)]
+    return col2im_windows(parts, (N, C, H, W), filter_h, filter_w, stride, pad)
+
+
+def smooth_curve(x):
+    """The book's smoothing of a loss curve for plotting: a Kaiser window (length 11, beta 2) over
+    the curve, its ends reflected. A list gives NumPy float64; an array keeps its namespace."""
+    if is_array(x):
+        xp = namespace_of(x)
+    else:  # a list of Python floats (a loss history): host data
+        import array_api_compat.numpy as xp
+
+        x = xp.asarray(x, dtype=xp.float64)
+    n, m = x.shape[0], 11
+    if n < m:
+        raise InputError(f"smooth_curve needs at least {m} values, got {n}")
+    padded = xp.concat([xp.flip(x[1:m]), x, xp.flip(x[n - (m - 1) : n])])
+    weights = [_i0(2.0 * math.sqrt(1.0 - (2.0 * k / (m - 1) - 1.0) ** 2)) for k in range(m)]
+    total = sum(weights)
+    y = sum((w / total) * padded[k : k + n + m - 1] for k, w in enumerate(weights))
+    return y[5 : 5 + n]
+
+
+def _i0(z: float) -> float:
+    """The modified Bessel function I0 (the Kaiser window's kernel), by its power series."""
+    term, total, k = 1.0, 1.0, 0
+    while term > 1e-17 * total:
+        k += 1
+        term *= (z / (2 * k)) ** 2
+        total += term
+    return total
+
+
+def shuffle_dataset(x, t):
+    """``x`` and ``t`` in the same random order (the book's, from NumPy's global generator on
+    NumPy; on other backends the device's generator, seeded from it)."""
+    xp = namespace_of(x, t)
+    if x.shape[0] != t.shape[0]:
+        raise InputError(f"shuffle_dataset: {x.shape[0]} samples in x but {t.shape[0]} in t")
+    order = Random(xp, array_api_compat.device(x)).permutation(x.shape[0])
+    return xp.take(x, order, axis=0), xp.take(t, order, axis=0)
