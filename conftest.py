@@ -43,15 +43,7 @@ class Candidate:
     gpu: bool = False
 
 
-CANDIDATES = (
-    Candidate("numpy", "numpy", None),
-    Candidate("array_api_strict", "array_api_strict", None),
-    Candidate("array_api_strict-device1", "array_api_strict", "device1"),
-    Candidate("torch-cpu", "torch", "cpu"),
-    Candidate("torch-cuda", "torch", "cuda", gpu=True),
-    Candidate("jax", "jax", None),
-    Candidate("cupy", "cupy", 0, gpu=True),
-)
+CANDIDATES = tuple(Candidate(*row) for row in backends.MATRIX)
 
 
 def pytest_addoption(parser):
@@ -64,16 +56,25 @@ def pytest_addoption(parser):
     )
 
 
+#: The user's backend settings, read once and then removed from the environment: they choose the
+#: matrix, and must not leak into tests that do not take the ``backend`` fixture, nor into the
+#: ``portnet`` processes the CLI tests start.
+_ENVIRONMENT = ("PORTNET_BACKEND", "PORTNET_DEVICE", "PORTNET_DTYPE")
+
+
 def _selected(config) -> tuple[list[Candidate], bool]:
-    names = config.getoption("--backend") or (
-        [os.environ["PORTNET_BACKEND"]] if os.environ.get("PORTNET_BACKEND") else []
-    )
+    chosen = config._portnet_env
+    names = config.getoption("--backend") or ([chosen["PORTNET_BACKEND"]] if chosen.get("PORTNET_BACKEND") else [])
     if not names:
         return list(CANDIDATES), False
     known = {c.name for c in CANDIDATES} | {c.id for c in CANDIDATES}
     for n in names:
         if n not in known:
             raise pytest.UsageError(f"unknown backend {n!r} for --backend; expected one of {sorted(known)}")
+    device = chosen.get("PORTNET_DEVICE")
+    if device and not config.getoption("--backend"):  # PORTNET_BACKEND=x PORTNET_DEVICE=y: that one device
+        name = names[0]
+        return [Candidate(f"{name}-{device}", name, device, gpu=name == "cupy" or "cuda" in device)], True
     return [c for c in CANDIDATES if c.id in names or c.name in names], True
 
 
@@ -130,13 +131,17 @@ def xp(backend):
 
 # --------------------------------------------------------------------------- data
 def pytest_configure(config):
-    """Tests write parsed-data caches into a throwaway directory, never the user's cache."""
+    """The backend settings move from the environment into the matrix; tests write parsed-data
+    caches into a throwaway directory, never the user's cache."""
+    config._portnet_env = {name: os.environ.pop(name) for name in _ENVIRONMENT if name in os.environ}
+    backends._active = None
     if not os.environ.get("PORTNET_CACHE_DIR"):
         config._portnet_cache = tempfile.mkdtemp(prefix="portnet-test-cache-")
         os.environ["PORTNET_CACHE_DIR"] = config._portnet_cache
 
 
 def pytest_unconfigure(config):
+    os.environ.update(getattr(config, "_portnet_env", {}))
     cache = getattr(config, "_portnet_cache", None)
     if cache:
         shutil.rmtree(cache, ignore_errors=True)

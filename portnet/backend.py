@@ -27,6 +27,17 @@ from .errors import BackendUnavailableError, InputError
 from .randomness import Random, host_rng, random_normal  # noqa: F401  (public names)
 
 BACKENDS = ("numpy", "cupy", "torch", "jax", "array_api_strict")
+#: The backend matrix the tests and benchmarks run: (id, backend, device, on a GPU).
+#: array_api_strict's 'device1' catches any array made on the wrong device, without a GPU.
+MATRIX = (
+    ("numpy", "numpy", None, False),
+    ("array_api_strict", "array_api_strict", None, False),
+    ("array_api_strict-device1", "array_api_strict", "device1", False),
+    ("torch-cpu", "torch", "cpu", False),
+    ("torch-cuda", "torch", "cuda", True),
+    ("jax", "jax", None, False),
+    ("cupy", "cupy", 0, True),
+)
 DTYPES = ("float32", "float64")
 
 #: Commands that work as written: the libraries are on PyPI; portnet's extras need its source tree.

@@ -78,8 +78,8 @@ def cross_entropy_error(y, t):
     (the shape of ``y`` without its last axis). Labels outside ``[0, classes)`` are an error.
     """
     xp = namespace_of(y, t)
+    check_targets(xp, y.shape, t, "cross_entropy_error")
     labels = labels_of(xp, y.shape, t, "cross_entropy_error")
-    check_labels(xp, labels, y.shape[-1])
     return cross_entropy_from(xp, y, one_hot(xp, labels, y.shape[-1], y.dtype))
 
 
@@ -113,12 +113,20 @@ def labels_of(xp, shape, t, what="labels"):
 
 
 def check_labels(xp, labels, classes: int) -> None:
-    """Raise if a label lies outside [0, classes). Reads two numbers back from the device."""
-    if labels.ndim == 0 or labels.shape[0] != 0:
+    """Raise if a label lies outside [0, classes): one reduction, one number read back from the
+    device (the offending label is looked for only when there is one)."""
+    outside = (labels < 0) | (labels >= classes)
+    if bool(xp.any(outside)):
         low, high = int(xp.min(labels)), int(xp.max(labels))
-        if low < 0 or high >= classes:
-            bad = low if low < 0 else high
-            raise InputError(f"label {bad} is out of range: expected labels in [0, {classes})")
+        bad = low if low < 0 else high
+        raise InputError(f"label {bad} is out of range: expected labels in [0, {classes})")
+
+
+def check_targets(xp, scores_shape, t, what="labels") -> None:
+    """Check ``t`` against scores of ``scores_shape``: one-hot rows need only their shape (their
+    argmax is always in range); integer labels are range-checked."""
+    if tuple(t.shape) != tuple(scores_shape):
+        check_labels(xp, labels_of(xp, scores_shape, t, what), scores_shape[-1])
 
 
 def one_hot(xp, labels, classes: int, dtype):

@@ -263,7 +263,7 @@ class SoftmaxWithLoss:
         xp = namespace_of(x, t)
         self.y = softmax(x)
         if tuple(t.shape) == tuple(x.shape):  # one-hot rows: the book's backward subtracts them
-            self.target = xp.astype(t, self.y.dtype)
+            self.target = xp.astype(t, self.y.dtype, copy=False)
         else:
             self.target = one_hot(xp, labels_of(xp, x.shape, t, "SoftmaxWithLoss"), x.shape[-1], self.y.dtype)
         self.loss = cross_entropy_from(xp, self.y, self.target)

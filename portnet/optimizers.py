@@ -59,7 +59,20 @@ def _fraction(name, value) -> float:
     return value
 
 
-class SGD:
+class Optimizer:
+    """What the optimizers share: their state (``state_names``: dicts of arrays shaped like the
+    parameters, created at the first update) and hyperparameter checks."""
+
+    state_names: tuple[str, ...] = ()
+
+    def init(self, params) -> None:
+        """Create the state for ``params`` if it does not exist yet."""
+        for name in self.state_names:
+            if getattr(self, name) is None:
+                setattr(self, name, _zeros_like(params))
+
+
+class SGD(Optimizer):
     """W <- W - lr dL/dW (eq. 6.1)."""
 
     def __init__(self, lr=0.01):
@@ -70,16 +83,17 @@ class SGD:
             add_to(params, key, -self.lr * g)
 
 
-class Momentum:
+class Momentum(Optimizer):
     """v <- momentum v - lr dL/dW; W <- W + v (eqs. 6.3-6.4)."""
+
+    state_names = ("v",)
 
     def __init__(self, lr=0.01, momentum=0.9):
         self.lr, self.momentum = _rate("lr", lr), _fraction("momentum", momentum)
         self.v = None
 
     def update(self, params, grads):
-        if self.v is None:
-            self.v = _zeros_like(params)
+        self.init(params)
         for key, g in grads.items():
             self.v[key] = self.momentum * self.v[key] - self.lr * g
             add_to(params, key, self.v[key])
@@ -89,8 +103,7 @@ class Nesterov(Momentum):
     """Nesterov's accelerated gradient, in the book's formulation (arXiv:1212.0901)."""
 
     def update(self, params, grads):
-        if self.v is None:
-            self.v = _zeros_like(params)
+        self.init(params)
         m = self.momentum
         for key, g in grads.items():
             self.v[key] = m * self.v[key] - self.lr * g
@@ -98,16 +111,17 @@ class Nesterov(Momentum):
             add_to(params, key, -(1 + m) * self.lr * g)
 
 
-class AdaGrad:
+class AdaGrad(Optimizer):
     """h <- h + g*g; W <- W - lr g / sqrt(h) (eqs. 6.5-6.6)."""
+
+    state_names = ("h",)
 
     def __init__(self, lr=0.01):
         self.lr = _rate("lr", lr)
         self.h = None
 
     def update(self, params, grads):
-        if self.h is None:
-            self.h = _zeros_like(params)
+        self.init(params)
         for key, g in grads.items():
             self.h[key] = self._accumulate(self.h[key], g)
             add_to(params, key, -self.lr * g / (_sqrt(self.h[key]) + EPS))
@@ -127,8 +141,12 @@ class RMSprop(AdaGrad):
         return self.decay_rate * h + (1 - self.decay_rate) * g * g
 
 
-class Adam:
-    """Adam (arXiv:1412.6980) with the book's bias correction folded into the step size."""
+class Adam(Optimizer):
+    """Adam (arXiv:1412.6980) with the book's bias correction folded into the step size.
+
+    ``iter``, the step count, is a Python int, or a 0-d array inside a compiled step."""
+
+    state_names = ("m", "v")
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999):
         self.lr, self.beta1, self.beta2 = _rate("lr", lr), _fraction("beta1", beta1), _fraction("beta2", beta2)
@@ -136,11 +154,13 @@ class Adam:
         self.m = self.v = None
 
     def update(self, params, grads):
-        if self.m is None:
-            self.m, self.v = _zeros_like(params), _zeros_like(params)
+        self.init(params)
         self.iter += 1
         b1, b2 = self.beta1, self.beta2
-        lr_t = self.lr * math.sqrt(1.0 - b2**self.iter) / (1.0 - b1**self.iter)
+        if isinstance(self.iter, int):
+            lr_t = self.lr * math.sqrt(1.0 - b2**self.iter) / (1.0 - b1**self.iter)
+        else:  # traced: the step size must be computed, not baked in
+            lr_t = self.lr * _sqrt(1.0 - b2**self.iter) / (1.0 - b1**self.iter)
         for key, g in grads.items():
             add_to(self.m, key, (1 - b1) * (g - self.m[key]))
             add_to(self.v, key, (1 - b2) * (g * g - self.v[key]))

@@ -23,6 +23,8 @@ from .functions import DELTA, check_labels, labels_of
 from .layers import SoftmaxWithLoss
 from .optimizers import make_optimizer
 from .randomness import Random
+from .step import PureStep, compile_steps
+from .threads import ThreadChoice
 
 __all__ = ["Trainer", "TrainingDiverged"]
 
@@ -39,7 +41,10 @@ class Trainer:
     The book's arguments, plus: ``progress`` (a tqdm bar), ``loss_every`` (steps between
     read-backs of the loss), ``seed`` and ``random_source`` (the shuffle's generator: 'native' on
     the device, or 'host' for the same draws on every backend; ``seed=None`` seeds from NumPy's
-    global generator, as the book). With ``verbose`` it prints the book's lines.
+    global generator, as the book), ``tune_threads`` (on the CPU, time a few steps each epoch with
+    all cores and with one and keep the faster: a busy core must not stall BLAS; needs
+    ``threadpoolctl``), ``jit`` (None: on JAX, compile ``loss_every`` steps at a time into one
+    program with ``jax.jit``; see :mod:`portnet.step`). With ``verbose`` it prints the book's lines.
     :meth:`train` runs epochs of shuffled mini-batches; :meth:`train_step` is the book's single
     step (a mini-batch drawn with replacement, an evaluation when an epoch begins). Afterwards:
     ``train_loss_list`` (one float a step), ``train_acc_list``, ``test_acc_list``, ``epoch_times``.
@@ -63,6 +68,8 @@ class Trainer:
         loss_every=50,
         seed=None,
         random_source="native",
+        tune_threads=True,
+        jit=None,
     ):
         self.network = network
         self.x_train, self.t_train, self.x_test, self.t_test = x_train, t_train, x_test, t_test
@@ -84,6 +91,14 @@ class Trainer:
         self.train_loss_list, self.train_acc_list, self.test_acc_list, self.epoch_times = [], [], [], []
         self._xp = namespace_of(x_train, t_train, x_test, t_test)
         self._rng = Random(self._xp, array_api_compat.device(x_train), seed=seed, source=random_source)
+        self.threads = ThreadChoice(x_train, tune_threads)
+        if jit is None:
+            jit = array_api_compat.is_jax_namespace(self._xp) and PureStep.supports(network, self.optimizer)
+        elif jit and not (array_api_compat.is_jax_namespace(self._xp) and PureStep.supports(network, self.optimizer)):
+            raise InputError("jit=True needs JAX arrays, one of portnet's networks and optimizers, and dropout drawn "
+                             "by JAX's generator (random_source='native')")
+        self._pure = PureStep(network, self.optimizer, x_train, t_train) if jit else None
+        self._compiled = None
         self._validate()
         self._watch_ceiling = isinstance(getattr(network, "last_layer", None), SoftmaxWithLoss)
         self._stuck = 0
@@ -128,10 +143,16 @@ class Trainer:
         start = time.perf_counter()
         b = self.batch_size
         order = self._rng.permutation(self.train_size)
-        for i in range(self.iter_per_epoch):
+
+        def step(i):
             self._step(order[i * b : (i + 1) * b])
             if self._bar is not None:
                 self._bar.update(1)
+
+        if self._pure is not None:
+            self._compiled_epoch(order)
+        else:
+            self.threads.run(step, self.iter_per_epoch)
         self.current_epoch += 1
         self._flush()
         self.epoch_times.append(time.perf_counter() - start)
@@ -164,12 +185,33 @@ class Trainer:
         if len(self._pending) >= self.loss_every:
             self._flush()
 
+    def _compiled_epoch(self, order):
+        """The epoch's steps ``loss_every`` at a time, each run one compiled call."""
+        xp, b, n = self._xp, self.batch_size, self.iter_per_epoch
+        self.optimizer.init(self.network.params)
+        for start in range(0, n, self.loss_every):
+            stop = min(start + self.loss_every, n)
+            traced = self._compiled is None
+            if traced:
+                self._compiled = compile_steps(self._pure)
+            state, losses = self._compiled(self._pure.state(), xp.reshape(order[start * b : stop * b], (stop - start, b)))
+            if traced:
+                self._pure.scrub()
+            self._pure.install(state, concrete=True)
+            self._pending.append((self.current_iter, losses))
+            self.current_iter += stop - start
+            if self._bar is not None:
+                self._bar.update(stop - start)
+            self._flush()
+
     def _flush(self):
         """Read the pending losses back in one transfer; stop on the first unsound one."""
         if not self._pending:
             return
-        values = to_numpy(self._xp.stack([self._xp.asarray(loss) for _, loss in self._pending])).tolist()
-        steps = [step for step, _ in self._pending]
+        xp = self._xp
+        losses = [xp.reshape(xp.asarray(loss), (-1,)) for _, loss in self._pending]
+        values = to_numpy(xp.concat(losses)).tolist()
+        steps = [first + k for (first, _), run in zip(self._pending, losses) for k in range(run.shape[0])]
         self._pending = []
         calm = True  # no loss of this window near the ceiling
         for step, value in zip(steps, values):

@@ -124,3 +124,56 @@ def test_random_is_seeded_and_on_device(backend):
     host = backends.Random(backend.xp, backend.device, seed=3, source="host")
     np_host = backends.Random(np, "cpu", seed=3, source="host")
     assert np.array_equal(pn.to_numpy(host.permutation(50)), np_host.permutation(50))
+
+
+class _FakeGpu:
+    """Stands in for ``cupy.cuda.Device``: which GPU is current."""
+
+    current = 0
+
+    def __init__(self, id=None):
+        self.id = _FakeGpu.current if id is None else id
+
+    def use(self):
+        _FakeGpu.current = self.id
+
+    def __enter__(self):
+        self._previous, _FakeGpu.current = _FakeGpu.current, self.id
+
+    def __exit__(self, *exc):
+        _FakeGpu.current = self._previous
+
+
+def test_cupy_device_is_current_while_its_backend_is_active(monkeypatch):
+    """CuPy creates arrays and runs kernels on the *current* GPU: the chosen one must be current
+    for as long as its backend is active, and the previous one current again afterwards."""
+    fake = type(sys)("cupy")
+    fake.cuda = type(sys)("cupy.cuda")
+    fake.cuda.Device = _FakeGpu
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(backends, "make_backend",
+                        lambda name, device=None, dtype=None: backends.Backend(name, None, _FakeGpu(device), None))
+    monkeypatch.setattr(backends, "_active", None)
+    _FakeGpu.current = 0
+    with pn.use_backend("cupy", 1):
+        assert _FakeGpu.current == 1
+        with pn.use_backend("cupy", 2):
+            assert _FakeGpu.current == 2
+        assert _FakeGpu.current == 1
+    assert _FakeGpu.current == 0
+    pn.set_backend("cupy", 3)
+    assert _FakeGpu.current == 3
+
+
+def test_cupy_without_its_cuda_libraries_says_what_to_install():
+    """A wheel without cuBLAS/cuRAND/NVRTC allocates fine but cannot compute: the probe runs a
+    kernel, a matmul and a random draw, and names the [ctk] extra."""
+    lib = type(sys)("cupy")
+
+    def missing(*args, **kwargs):
+        raise RuntimeError("CuPy failed to load libnvrtc.so.12: cannot open shared object file")
+
+    lib.arange = missing
+    lib.float32 = "float32"
+    with pytest.raises(pn.BackendUnavailableError, match=r"cannot compute on GPU 1.*libnvrtc.*pip install 'cupy-cuda12x\[ctk\]'"):
+        backends._probe_cupy(lib, _FakeGpu(1))

@@ -180,3 +180,41 @@ def test_a_book_style_network_learns(mnist, name):
         trainer.train()
     assert net.layers[0].W is net.params["W1"], "the layer holds the array the optimizer updates"
     assert before < 0.2 and trainer.test_acc_list[-1] > 0.8, (before, trainer.test_acc_list)
+
+
+def test_the_devices_own_shuffle(backend, mnist):
+    """random_source='native': each epoch's order drawn by the backend's generator on its device."""
+    net = pn.TwoLayerNet(784, 30, 10, seed=0)
+    trainer = pn.Trainer(net, *_data(mnist, 3000, 500), epochs=2, optimizer="adam", optimizer_param={"lr": 0.003},
+                         verbose=False, seed=3, random_source="native")
+    order = pn.to_numpy(trainer._rng.permutation(3000))
+    assert sorted(order.tolist()) == list(range(3000)) and not np.array_equal(order, np.arange(3000))
+    trainer.train()
+    assert trainer.test_acc_list[-1] >= 0.75, trainer.test_acc_list  # 0.81 here; chance is 0.1
+
+
+def test_jax_compiled_steps_match_eager_ones(mnist):
+    """On JAX the Trainer compiles loss_every steps into one program by default: the same losses
+    and accuracy as eager steps, and nothing traced left on the network once it returns."""
+    pytest.importorskip("jax")
+    runs = {}
+    with pn.use_backend("jax"):
+        data = _data(mnist, 2000, 500)
+        for jit in (False, True):
+            net = pn.MultiLayerNet(784, [30, 20], 10, use_batchnorm=True, seed=0)
+            trainer = pn.Trainer(net, *data, epochs=2, optimizer="adam", optimizer_param={"lr": 0.003},
+                                 verbose=False, loss_every=7, seed=0, jit=jit)
+            runs[jit] = trainer.train()
+        net, trainer = runs[True].network, runs[True]
+        assert trainer._compiled is not None and isinstance(trainer.optimizer.iter, int) and trainer.optimizer.iter == 40
+        for layer in [*net.layer_list(), net.last_layer]:
+            for name, value in vars(layer).items():
+                assert "Tracer" not in type(value).__name__, f"{type(layer).__name__}.{name} holds a tracer"
+        net.gradient(data[0][:10, ...], data[1][:10])  # usable eagerly afterwards
+    np.testing.assert_allclose(runs[True].train_loss_list, runs[False].train_loss_list, rtol=2e-4)
+    assert abs(runs[True].test_acc_list[-1] - runs[False].test_acc_list[-1]) <= 0.004
+
+
+def test_jit_needs_what_it_can_compile(mnist):
+    with pytest.raises(pn.InputError, match="jit=True needs JAX arrays"):
+        pn.Trainer(pn.TwoLayerNet(784, 5, 10, seed=0), *_data(mnist, 500, 100), jit=True, verbose=False)

@@ -70,7 +70,10 @@ class MultiLayerNet(Network):
             if use_batchnorm:
                 self.params[f"gamma{idx}"] = self._full(sizes[idx], 1.0)
                 self.params[f"beta{idx}"] = self._full(sizes[idx], 0.0)
-                self.layers[f"BatchNorm{idx}"] = BatchNormalization(params=self.params, keys=(f"gamma{idx}", f"beta{idx}"))
+                self.layers[f"BatchNorm{idx}"] = BatchNormalization(
+                    params=self.params, keys=(f"gamma{idx}", f"beta{idx}"),
+                    running_mean=self._full(sizes[idx], 0.0), running_var=self._full(sizes[idx], 0.0),
+                )
             self.layers[f"Activation_function{idx}"] = Relu() if activation == "relu" else Sigmoid()
             if use_dropout:
                 self.layers[f"Dropout{idx}"] = Dropout(dropout_ratio, dropout_rng)

@@ -17,7 +17,7 @@ import math
 from .. import backend as _backend
 from ..arrays import dtype_name, from_numpy, namespace_of, to_numpy
 from ..errors import CheckpointError, InputError
-from ..functions import check_labels, labels_of
+from ..functions import check_labels, check_targets, labels_of
 from ..gradient import numerical_gradient as _numerical_gradient
 from ..layers import BatchNormalization, Dropout
 from ..randomness import host_rng, random_normal
@@ -226,9 +226,7 @@ class Network:
         """Shapes and label range, with errors that name what is wrong."""
         if x.ndim < 1 or t.ndim < 1 or t.shape[0] != x.shape[0]:
             raise InputError(f"x and t disagree on the number of samples: shapes {tuple(x.shape)} and {tuple(t.shape)}")
-        xp = namespace_of(x, t)
-        labels = labels_of(xp, (x.shape[0], self.output_size), t, "labels")
-        check_labels(xp, labels, self.output_size)
+        check_targets(namespace_of(x, t), (x.shape[0], self.output_size), t)
 
 
 def init_scale(weight_init_std, fan_in) -> float:
