@@ -37,7 +37,10 @@ def namespace_of(*arrays):
         if xp is None:
             xp = found
         elif found is not xp:
-            raise TypeError(f"arrays from different libraries: {xp.__name__} and {found.__name__}")
+            raise TypeError(
+                f"arrays from different libraries: {xp.__name__} and {found.__name__}; put them on one backend "
+                f"with portnet.asarray(...)"
+            )
     return xp
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import backend as _backend
-from .arrays import dtype_name, from_numpy, to_numpy
+from .arrays import from_numpy
 from .errors import CheckpointError, InputError
-from .io import read_checkpoint, read_pickled_arrays, write_checkpoint
+from .io import checkpoint_path, read_checkpoint, read_pickled_arrays
 from .networks import DeepConvNet, MultiLayerNet, SimpleConvNet, TwoLayerNet
 
 #: The classes a checkpoint may name.
@@ -23,10 +23,7 @@ ARCHITECTURES = {cls.__name__: cls for cls in (TwoLayerNet, MultiLayerNet, Simpl
 def save_checkpoint(network, path, *, overwrite=False) -> Path:
     """Save ``network`` to ``path`` (``.npz`` added if missing), atomically; an existing file is
     replaced only with ``overwrite=True``."""
-    meta = {"architecture": network.architecture(), "dtype": dtype_name(network.dtype)}
-    params = {k: to_numpy(v) for k, v in network.params.items()}
-    buffers = {k: to_numpy(v) for k, v in network.buffers().items()}
-    return write_checkpoint(path, meta, params, buffers, overwrite=overwrite)
+    return network.save_params(checkpoint_path(path), overwrite=overwrite)
 
 
 def load_checkpoint(path):

@@ -4,17 +4,26 @@
 arrays of the active backend on its device. The files are looked for in ``data_dir``, else in
 ``PORTNET_DATA_DIR`` (``PORTNET_FASHION_MNIST_DIR`` for Fashion-MNIST, then Debian's
 /usr/share/datasets/fashion-mnist), else in the user cache directory, where missing files are
-downloaded. Every file is checked: gzip stream, IDX header, size, and the SHA-256 of its content.
-A file that fails is reported and left as it is. Parsed arrays are cached (``.npy``, no pickle)
-so that later loads skip the decompression and the hashing.
+downloaded. Every file is checked: gzip stream, IDX header, size, and the SHA-256 of its content,
+and nothing is read or decompressed past the size the IDX format says it has (a gzip bomb stops
+there). A file that fails is reported and left as it is. Parsed arrays are cached (``.npy``, no
+pickle), one per source file (its path, size and time), and a cached array is used only if its
+own SHA-256 (with its IDX header) is the expected one: a tampered cache is parsed again.
+
+Downloads try each mirror in turn (``PORTNET_MNIST_MIRRORS`` / ``PORTNET_FASHION_MNIST_MIRRORS``:
+comma-separated base URLs, tried first): each has an overall deadline and a size cap, and a
+mirror that misbehaves in any way (an HTTP error, a malformed response, a stall, too many bytes,
+a wrong file) is logged and the next one tried.
 """
 
 from __future__ import annotations
 
-import gzip
 import hashlib
+import http.client
+import logging
 import os
 import struct
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -26,7 +35,13 @@ import numpy as np
 from . import backend as _backend
 from .arrays import from_numpy
 from .errors import DatasetError
-from .io import write_atomic
+from .io import read_npy_expecting, write_atomic
+
+log = logging.getLogger(__name__)
+#: Seconds a download may take in all, from the first byte asked to the last received.
+DOWNLOAD_DEADLINE = 300.0
+#: Seconds a connection may stay silent.
+DOWNLOAD_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True)
@@ -35,6 +50,7 @@ class _Spec:
     mirrors: tuple[str, ...]
     sha256: dict  # file base name -> SHA-256 of the decompressed content
     env: str
+    mirrors_env: str
     system_dirs: tuple[str, ...] = ()
 
 
@@ -59,6 +75,7 @@ MNIST = _Spec(
         "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
     },
     "PORTNET_DATA_DIR",
+    "PORTNET_MNIST_MIRRORS",
 )
 
 FASHION_MNIST = _Spec(
@@ -74,6 +91,7 @@ FASHION_MNIST = _Spec(
         "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
     },
     "PORTNET_FASHION_MNIST_DIR",
+    "PORTNET_FASHION_MNIST_MIRRORS",
     ("/usr/share/datasets/fashion-mnist",),
 )
 
@@ -123,23 +141,23 @@ def _load(spec, normalize, flatten, one_hot_label, data_dir, download):
 
 
 def _array(spec, base, data_dir, download) -> np.ndarray:
-    """The parsed content of one file: from memory, from the parsed cache, or from the file."""
+    """The parsed content of one file: from memory, from the parsed cache (if its hash is the
+    expected one), or from the file (verified, then cached)."""
     path = _locate(spec, base, data_dir, download)
-    stat = path.stat()
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key in _memo:
         return _memo[key]
-    digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
-    cached = cache_dir() / "parsed" / f"{spec.name}-{base}-{digest}.npy"
     magic, shape = _FILES[base]
-    array = None
-    if cached.is_file():
-        try:
-            array = np.load(cached, allow_pickle=False)
-        except (OSError, ValueError):
-            array = None
-        if array is not None and (array.shape != shape or array.dtype != np.uint8):
-            array = None
+    source = hashlib.sha256(repr(key).encode()).hexdigest()[:16]  # the cache entry of this very file
+    cached = cache_dir() / "parsed" / f"{spec.name}-{base}-{source}.npy"
+    array = read_npy_expecting(cached, shape, np.uint8)
+    if array is not None and _content_hash(magic, shape, array) != spec.sha256[base]:
+        log.warning("portnet: the parsed cache %s does not hold the expected data; parsing %s again", cached, path)
+        array = None
     if array is None:
         array = _parse(path, _read_verified(path, spec.sha256[base], magic, shape), shape)
         try:
@@ -149,6 +167,13 @@ def _array(spec, base, data_dir, download) -> np.ndarray:
     array.setflags(write=False)
     _memo[key] = array
     return array
+
+
+def _content_hash(magic, shape, array) -> str:
+    """The SHA-256 of the IDX file that ``array`` was parsed from: its header, then its bytes."""
+    digest = hashlib.sha256(struct.pack(f">{1 + len(shape)}i", magic, *shape))
+    digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
+    return digest.hexdigest()
 
 
 def _locate(spec, base, data_dir, download) -> Path:
@@ -170,42 +195,73 @@ def _locate(spec, base, data_dir, download) -> Path:
     return _download(spec, base, target, where)
 
 
+def _mirrors(spec) -> list[str]:
+    configured = [m.strip() for m in os.environ.get(spec.mirrors_env, "").split(",") if m.strip()]
+    return [m if m.endswith("/") else m + "/" for m in configured] + [m for m in spec.mirrors if m not in configured]
+
+
 def _download(spec, base, target: Path, where: str) -> Path:
     errors = []
     magic, shape = _FILES[base]
     dest = target / (base + ".gz")
-    for mirror in spec.mirrors:
+    for mirror in _mirrors(spec):
         url = mirror + base + ".gz"
         try:
-            data = _fetch(url)
+            data = _fetch(url, _max_file_size(shape))
             _read_verified(url, spec.sha256[base], magic, shape, data)
         except urllib.error.HTTPError as exc:
-            errors.append(f"{url}: HTTP {exc.code} {exc.reason}")
-            continue
-        except (urllib.error.URLError, OSError, DatasetError) as exc:
-            errors.append(f"{url}: {getattr(exc, 'reason', exc)}")
-            continue
-        write_atomic(dest, lambda f: f.write(data))
-        return dest
+            reason = f"HTTP {exc.code} {exc.reason}"
+        except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
+            reason = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+        else:
+            write_atomic(dest, lambda f: f.write(data))
+            return dest
+        log.warning("portnet: %s: %s; trying the next mirror", url, reason)
+        errors.append(f"{url}: {reason}")
     raise DatasetError(
         f"{spec.name}: could not download {base}.gz from any mirror ({'; '.join(errors)}). "
         f"Without network access, put the four files in {where}, or point {spec.env} at them"
     )
 
 
-def _fetch(url: str) -> bytes:
+def _fetch(url: str, limit: int) -> bytes:
+    """The body at ``url``: at most ``limit`` bytes, within :data:`DOWNLOAD_DEADLINE` seconds in
+    all (a server that trickles is abandoned), never silent for :data:`DOWNLOAD_TIMEOUT`."""
+    deadline = time.monotonic() + DOWNLOAD_DEADLINE
     request = urllib.request.Request(url, headers={"User-Agent": "portnet"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        total = int(response.headers.get("Content-Length") or 0) or None
-        bar = _bar(total, url.rsplit("/", 1)[-1])
-        chunks = []
-        while chunk := response.read(1 << 16):
-            chunks.append(chunk)
+    with urllib.request.urlopen(request, timeout=min(DOWNLOAD_TIMEOUT, DOWNLOAD_DEADLINE)) as response:
+        declared = response.headers.get("Content-Length")
+        if declared is not None:
+            if not declared.strip().isdigit():
+                raise DatasetError(f"a malformed Content-Length {declared!r}")
+            if int(declared) > limit:
+                raise DatasetError(f"it offers {int(declared):,} bytes, more than the file can be ({limit:,})")
+        bar = _bar(int(declared) if declared else None, url.rsplit("/", 1)[-1])
+        chunks, size = [], 0
+        try:
+            while True:
+                if time.monotonic() > deadline:
+                    raise DatasetError(f"no complete file within {DOWNLOAD_DEADLINE:.0f} s ({size:,} bytes received)")
+                chunk = response.read1(1 << 16)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > limit:
+                    raise DatasetError(f"more than the {limit:,} bytes the file can be")
+                chunks.append(chunk)
+                if bar is not None:
+                    bar.update(len(chunk))
+        finally:
             if bar is not None:
-                bar.update(len(chunk))
-        if bar is not None:
-            bar.close()
+                bar.close()
     return b"".join(chunks)
+
+
+def _max_file_size(shape) -> int:
+    """The most bytes a file of ``shape`` may take, compressed or not (gzip adds a little to
+    incompressible data)."""
+    raw = 8 + 4 * (len(shape) - 1) + int(np.prod(shape))
+    return raw + raw // 100 + 4096
 
 
 def _bar(total, desc):
@@ -218,16 +274,15 @@ def _bar(total, desc):
 
 # --------------------------------------------------------------------------- verification
 def _read_verified(source, sha256: str, magic: int, shape, data: bytes | None = None) -> bytes:
-    """The decompressed content of an IDX file, after checking header, size and SHA-256."""
+    """The decompressed content of an IDX file, after checking header, size and SHA-256; nothing
+    is read or decompressed past the size the format gives."""
     source = str(source)
-    if data is None:
-        data = Path(source).read_bytes()
-    if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DatasetError(f"{source}: the gzip stream is corrupted or truncated ({exc})") from None
     header = 8 + 4 * (len(shape) - 1)
+    expected_size = header + int(np.prod(shape))
+    if data is None:
+        data = _read_file(Path(source), _max_file_size(shape))
+    if data[:2] == b"\x1f\x8b":
+        data = _gunzip(source, data, expected_size)
     if len(data) < header:
         raise DatasetError(f"{source}: truncated: {len(data)} bytes, shorter than its IDX header")
     found_magic, *dims = struct.unpack(f">{1 + len(shape)}i", data[: 4 * (1 + len(shape))])
@@ -235,7 +290,6 @@ def _read_verified(source, sha256: str, magic: int, shape, data: bytes | None = 
         raise DatasetError(f"{source}: not an IDX file of this kind: magic number {found_magic}, expected {magic}")
     if tuple(dims) != tuple(shape):
         raise DatasetError(f"{source}: dimensions {tuple(dims)}, expected {tuple(shape)}")
-    expected_size = header + int(np.prod(shape))
     if len(data) != expected_size:
         raise DatasetError(f"{source}: truncated or padded: {len(data)} bytes, expected {expected_size}")
     digest = hashlib.sha256(data).hexdigest()
@@ -245,6 +299,37 @@ def _read_verified(source, sha256: str, magic: int, shape, data: bytes | None = 
             f"file (left as it is; replace it)"
         )
     return data
+
+
+def _read_file(path: Path, limit: int) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if len(data) > limit:
+        raise DatasetError(f"{path}: larger than the {limit:,} bytes this file can be")
+    return data
+
+
+def _gunzip(source, data: bytes, expected_size: int) -> bytes:
+    """Decompress gzip ``data`` (one member or several), stopping one byte past ``expected_size``."""
+    out, rest = [], data
+    size = 0
+    try:
+        while rest:
+            stream = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            part = stream.decompress(rest, expected_size + 1 - size)
+            size += len(part)
+            out.append(part)
+            if size > expected_size:
+                raise DatasetError(f"{source}: decompresses to more than the {expected_size:,} bytes it should hold")
+            if not stream.eof:
+                raise DatasetError(f"{source}: the gzip stream is corrupted or truncated (it ends early)")
+            rest = stream.unused_data
+    except zlib.error as exc:
+        raise DatasetError(f"{source}: the gzip stream is corrupted or truncated ({exc})") from None
+    return b"".join(out)
 
 
 def _parse(path, data: bytes, shape) -> np.ndarray:

@@ -9,6 +9,7 @@ argument: a gradient that is zero everywhere because ``f`` ignored it is an erro
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import array_api_compat
@@ -71,13 +72,7 @@ def _ignores(f, x, xp) -> bool:
 
 def _indices(shape):
     """Every index tuple of ``shape`` in row-major order (the book's nditer order)."""
-    n = math.prod(shape)
-    for flat in range(n):
-        idx = []
-        for size in reversed(shape):
-            flat, i = divmod(flat, size)
-            idx.append(i)
-        yield tuple(reversed(idx))
+    return itertools.product(*(range(n) for n in shape))
 
 
 def _numerical_gradient_1d(f, x):

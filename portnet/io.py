@@ -258,6 +258,23 @@ def checkpoint_path(path) -> Path:
     return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
 
 
+def read_npy_expecting(path, shape, dtype):
+    """The ``.npy`` array at ``path`` if its header says exactly ``shape`` and ``dtype`` (checked
+    before its data are read, so a tampered header allocates nothing); else None."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            found_shape, fortran, found_dtype = read_header[version](f)
+            if tuple(found_shape) != tuple(shape) or found_dtype != np.dtype(dtype) or fortran:
+                return None
+            count = math.prod(shape)
+            array = np.fromfile(f, dtype=found_dtype, count=count)
+    except (OSError, ValueError, KeyError, SyntaxError):
+        return None
+    return array.reshape(shape) if array.size == count else None
+
+
 # --------------------------------------------------------------------------- writing
 def check_writable(path, overwrite=False) -> None:
     """Raise now, before any long work, if ``path`` cannot be written: it exists (and

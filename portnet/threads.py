@@ -5,8 +5,8 @@ core, BLAS threads spin waiting for the busy one and a step takes 3x as long as 
 So at the start of each epoch the Trainer times a few steps under each choice (alternating, in
 total: a busy core shows as occasional steps several times as long, which a median would hide)
 and keeps the faster for the rest of the epoch, through ``threadpoolctl``; a choice that stalls
-is dropped after two steps. A run
-on a GPU, or without ``threadpoolctl`` installed, is left as it is.
+is dropped after two steps. Only NumPy's computations are tuned (PyTorch keeps its own thread
+pool, JAX's is out of threadpoolctl's reach, a GPU has none); without ``threadpoolctl``, none.
 """
 
 from __future__ import annotations
@@ -62,11 +62,11 @@ class ThreadChoice:
 
 
 def _on_cpu(x) -> bool:
-    """On the CPU, with threads threadpoolctl reaches (XLA's, JAX's, it does not)."""
-    if array_api_compat.is_cupy_array(x) or array_api_compat.is_jax_array(x):
-        return False
-    device = array_api_compat.device(x)
-    return "cuda" not in str(device).lower() and "gpu" not in str(device).lower()
+    """Computed by NumPy on the CPU (array-api-strict wraps NumPy): its BLAS is what stalls. PyTorch
+    keeps its own thread pool, which resizing on every epoch would slow; JAX's threadpoolctl
+    does not reach; a GPU has none of this."""
+    return array_api_compat.is_numpy_array(x) or array_api_compat.is_array_api_strict_namespace(
+        array_api_compat.array_namespace(x))
 
 
 def _threadpoolctl():

@@ -41,7 +41,7 @@ class Trainer:
     The book's arguments, plus: ``progress`` (a tqdm bar), ``loss_every`` (steps between
     read-backs of the loss), ``seed`` and ``random_source`` (the shuffle's generator: 'native' on
     the device, or 'host' for the same draws on every backend; ``seed=None`` seeds from NumPy's
-    global generator, as the book), ``tune_threads`` (on the CPU, time a few steps each epoch with
+    global generator, as the book), ``tune_threads`` (on NumPy, time a few steps each epoch with
     all cores and with one and keep the faster: a busy core must not stall BLAS; needs
     ``threadpoolctl``), ``jit`` (None: on JAX, compile ``loss_every`` steps at a time into one
     program with ``jax.jit``; see :mod:`portnet.step`). With ``verbose`` it prints the book's lines.

@@ -163,29 +163,58 @@ def col2im(col, shape, fh, fw, stride=1, pad=0):
     return img[:, :, pad : H + pad, pad : W + pad]
 
 
+class Convolution:
+    """The book's convolution layer: im2col, one matmul, col2im for dx."""
+
+    def __init__(self, W, b, stride=1, pad=0):
+        self.W, self.b, self.stride, self.pad = W, b, stride, pad
+
+    def forward(self, x):
+        FN, C, FH, FW = self.W.shape
+        N, _, H, Wd = x.shape
+        oh, ow = (H + 2 * self.pad - FH) // self.stride + 1, (Wd + 2 * self.pad - FW) // self.stride + 1
+        self.x, self.col = x, im2col(x, FH, FW, self.stride, self.pad)
+        self.col_W = self.W.reshape(FN, -1).T
+        return (self.col @ self.col_W + self.b).reshape(N, oh, ow, -1).transpose(0, 3, 1, 2)
+
+    def backward(self, dout):
+        FN, C, FH, FW = self.W.shape
+        d = dout.transpose(0, 2, 3, 1).reshape(-1, FN)
+        self.db = d.sum(axis=0)
+        self.dW = (self.col.T @ d).transpose(1, 0).reshape(FN, C, FH, FW)
+        return col2im(d @ self.col_W.T, self.x.shape, FH, FW, self.stride, self.pad)
+
+
+class Pooling:
+    """The book's max pooling: the argmax of each window row, the gradient assigned to it."""
+
+    def __init__(self, ph, pw, stride=1, pad=0):
+        self.ph, self.pw, self.stride, self.pad = ph, pw, stride, pad
+
+    def forward(self, x):
+        N, C, H, W = x.shape
+        oh, ow = (H + 2 * self.pad - self.ph) // self.stride + 1, (W + 2 * self.pad - self.pw) // self.stride + 1
+        col = im2col(x, self.ph, self.pw, self.stride, self.pad).reshape(-1, self.ph * self.pw)
+        self.x, self.arg_max = x, np.argmax(col, axis=1)
+        return col.max(axis=1).reshape(N, oh, ow, C).transpose(0, 3, 1, 2)
+
+    def backward(self, dout):
+        d = dout.transpose(0, 2, 3, 1)
+        dmax = np.zeros((d.size, self.ph * self.pw), dtype=dout.dtype)
+        dmax[np.arange(self.arg_max.size), self.arg_max.flatten()] = d.flatten()
+        dcol = dmax.reshape(d.shape[0] * d.shape[1] * d.shape[2], -1)
+        return col2im(dcol, self.x.shape, self.ph, self.pw, self.stride, self.pad)
+
+
 def convolution(x, W, b, dout, stride=1, pad=0):
     """Forward and backward of a convolution by im2col: (out, dx, dW, db)."""
-    FN, C, FH, FW = W.shape
-    N, _, H, Wd = x.shape
-    oh, ow = (H + 2 * pad - FH) // stride + 1, (Wd + 2 * pad - FW) // stride + 1
-    col = im2col(x, FH, FW, stride, pad)
-    col_W = W.reshape(FN, -1).T
-    out = (col @ col_W + b).reshape(N, oh, ow, -1).transpose(0, 3, 1, 2)
-    d = dout.transpose(0, 2, 3, 1).reshape(-1, FN)
-    dW = (col.T @ d).transpose(1, 0).reshape(FN, C, FH, FW)
-    dx = col2im(d @ col_W.T, x.shape, FH, FW, stride, pad)
-    return out, dx, dW, d.sum(axis=0)
+    layer = Convolution(W, b, stride, pad)
+    out = layer.forward(x)
+    dx = layer.backward(dout)
+    return out, dx, layer.dW, layer.db
 
 
 def max_pooling(x, dout, ph, pw, stride=1, pad=0):
-    """Forward and backward of max pooling: argmax per window, the gradient assigned to it."""
-    N, C, H, W = x.shape
-    oh, ow = (H + 2 * pad - ph) // stride + 1, (W + 2 * pad - pw) // stride + 1
-    col = im2col(x, ph, pw, stride, pad).reshape(-1, ph * pw)
-    arg_max = np.argmax(col, axis=1)
-    out = col.max(axis=1).reshape(N, oh, ow, C).transpose(0, 3, 1, 2)
-    d = dout.transpose(0, 2, 3, 1)
-    dmax = np.zeros((d.size, ph * pw), dtype=dout.dtype)
-    dmax[np.arange(arg_max.size), arg_max.flatten()] = d.flatten()
-    dcol = dmax.reshape(N * oh * ow, -1)
-    return out, col2im(dcol, x.shape, ph, pw, stride, pad)
+    """Forward and backward of max pooling: (out, dx)."""
+    layer = Pooling(ph, pw, stride, pad)
+    return layer.forward(x), layer.backward(dout)

@@ -69,3 +69,26 @@ def test_full_mnist_on_the_device(backend, mnist):
                          epochs=1, optimizer="adam", optimizer_param={"lr": 0.001}, verbose=False, seed=0)
     trainer.train()
     assert trainer.test_acc_list[-1] >= 0.95, trainer.test_acc_list
+
+
+def test_the_gpu_check_says_in_one_line_when_there_is_no_gpu():
+    """benchmarks/gpu_check.py on a machine without a usable GPU: one line, exit status 1."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from portnet import backend as backends
+
+    usable = []
+    for name, device in (("cupy", 0), ("torch", "cuda")):
+        try:
+            backends.make_backend(name, device)
+            usable.append(name)
+        except pn.PortnetError:
+            pass
+    if usable:
+        pytest.skip(f"a GPU is usable here ({', '.join(usable)}): run benchmarks/gpu_check.py itself")
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr.startswith("gpu_check: no usable GPU here (cupy: ") and len(out.stderr.strip().splitlines()) == 1

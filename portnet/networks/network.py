@@ -162,12 +162,14 @@ class Network:
     def save_params(self, file_name="params.pkl", *, overwrite=True):
         """Write the parameters: a ``.pkl`` file holds the book's pickled dict of NumPy arrays (the
         book's own code reads it); any other name a portnet ``.npz`` checkpoint."""
-        from ..checkpoints import save_checkpoint
-        from ..io import write_pickled_arrays
+        from ..io import write_checkpoint, write_pickled_arrays
 
+        params = {k: to_numpy(v) for k, v in self.params.items()}
         if str(file_name).endswith(".pkl"):
-            return write_pickled_arrays(file_name, {k: to_numpy(v) for k, v in self.params.items()}, overwrite=overwrite)
-        return save_checkpoint(self, file_name, overwrite=overwrite)
+            return write_pickled_arrays(file_name, params, overwrite=overwrite)
+        meta = {"architecture": self.architecture(), "dtype": dtype_name(self.dtype)}
+        buffers = {k: to_numpy(v) for k, v in self.buffers().items()}
+        return write_checkpoint(file_name, meta, params, buffers, overwrite=overwrite)
 
     def load_params(self, file_name="params.pkl"):
         """Read parameters saved by :meth:`save_params` or by the book's code (its pickles are read
