@@ -126,7 +126,7 @@ def bench_busy(data, args):
     epoch, with the machine quiet and with another program keeping one core busy."""
     rows = []
     for tune in (True, False):
-        label = "portnet numpy" + ("" if tune else " (threads not tuned)")
+        label = "portnet numpy" + (" (threads tuned, as portnet train)" if tune else "")
         times = {"quiet": [], "busy": []}
         for _ in range(args.repeats):
             for state in ("quiet", "busy"):

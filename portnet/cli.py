@@ -11,6 +11,7 @@ line; anything else is a bug in portnet and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import signal
@@ -50,6 +51,12 @@ def _hidden(text: str) -> list[int]:
     return sizes
 
 
+def _threads(text: str):
+    if text == "auto":
+        return text
+    return _positive(int)(text)
+
+
 def _positive(kind):
     def parse(text):
         try:
@@ -85,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=_positive(int), default=100)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--limit", type=_positive(int), metavar="N", help="train on the first N training images only (a quick check)")
+    train.add_argument("--threads", type=_threads, default="auto", metavar="auto|N",
+                       help="BLAS threads on NumPy: auto (each epoch, whichever steps faster, all cores or one: a busy "
+                            "core does not stall training) or N for runs that repeat to the last digit")
     train.add_argument("--save", type=Path, help="write the trained network to this .npz checkpoint")
     train.add_argument("--plot", type=Path, help="write the learning curves to this PNG (needs matplotlib)")
     train.add_argument("--overwrite", action="store_true", help="replace existing --save/--plot files")
@@ -151,12 +161,13 @@ def _train(args) -> int:
     lr = args.lr or DEFAULT_LR[args.optimizer]
     trainer = Trainer(net, x_train, t_train, x_test, t_test, epochs=epochs, mini_batch_size=args.batch_size,
                       optimizer=make_optimizer(args.optimizer, lr=lr), verbose=False, progress=not args.no_progress
-                      and _has_tqdm(), seed=args.seed)
+                      and _has_tqdm(), seed=args.seed, tune_threads=args.threads == "auto")
     print(f"portnet: {net} on {args.dataset} ({x_train.shape[0]} train, {x_test.shape[0]} test), "
           f"{args.optimizer} lr={lr}, batch {args.batch_size}, {epochs} epochs of {trainer.iter_per_epoch} steps",
           flush=True)
     start = time.perf_counter()
-    trainer.train(on_epoch=_epoch_line)
+    with _thread_limit(args.threads):
+        trainer.train(on_epoch=_epoch_line)
     total = time.perf_counter() - start
     mean_epoch = sum(trainer.epoch_times) / len(trainer.epoch_times)
     print(f"portnet: test accuracy {trainer.test_acc_list[-1]:.4f}, train accuracy {trainer.train_acc_list[-1]:.4f}; "
@@ -192,6 +203,17 @@ def _epoch_line(trainer) -> None:
         f"epoch {trainer.current_epoch:>3}/{trainer.epochs}: train acc {trainer.train_acc_list[-1]:.4f}, "
         f"test acc {trainer.test_acc_list[-1]:.4f}, loss {sum(losses) / len(losses):.4f}, {trainer.epoch_times[-1]:.2f} s"
     )
+
+
+def _thread_limit(threads):
+    """``--threads N``: at most N BLAS/OpenMP threads for the whole run."""
+    if threads == "auto":
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        raise MissingDependencyError("--threads N needs threadpoolctl: pip install threadpoolctl") from None
+    return threadpool_limits(limits=threads)
 
 
 def _has_tqdm() -> bool:

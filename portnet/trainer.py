@@ -42,8 +42,9 @@ class Trainer:
     read-backs of the loss), ``seed`` and ``random_source`` (the shuffle's generator: 'native' on
     the device, or 'host' for the same draws on every backend; ``seed=None`` seeds from NumPy's
     global generator, as the book), ``tune_threads`` (on NumPy, time a few steps each epoch with
-    all cores and with one and keep the faster: a busy core must not stall BLAS; needs
-    ``threadpoolctl``), ``jit`` (None: on JAX, compile ``loss_every`` steps at a time into one
+    all cores and with one and keep the faster, so that a busy core does not stall BLAS; needs
+    ``threadpoolctl``; off by default because BLAS sums in another order on another thread count,
+    so a run's last digits would depend on the machine's load), ``jit`` (None: on JAX, compile ``loss_every`` steps at a time into one
     program with ``jax.jit``; see :mod:`portnet.step`). With ``verbose`` it prints the book's lines.
     :meth:`train` runs epochs of shuffled mini-batches; :meth:`train_step` is the book's single
     step (a mini-batch drawn with replacement, an evaluation when an epoch begins). Afterwards:
@@ -68,7 +69,7 @@ class Trainer:
         loss_every=50,
         seed=None,
         random_source="native",
-        tune_threads=True,
+        tune_threads=False,
         jit=None,
     ):
         self.network = network

@@ -62,6 +62,7 @@ def test_existing_files_are_not_overwritten(mnist_dir, tmp_path):
         (["train", "--hidden", "100,x"], "--hidden '100,x': expected sizes separated by commas"),
         (["train", "--epochs", "0"], "argument --epochs: '0' must be positive"),
         (["train", "--optimizer", "adamw"], "argument --optimizer: invalid choice: 'adamw'"),
+        (["train", "--threads", "many"], "argument --threads: 'many' is not a number"),
         ([], "the following arguments are required: command"),
     ],
 )

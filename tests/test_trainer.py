@@ -218,3 +218,28 @@ def test_jax_compiled_steps_match_eager_ones(mnist):
 def test_jit_needs_what_it_can_compile(mnist):
     with pytest.raises(pn.InputError, match="jit=True needs JAX arrays"):
         pn.Trainer(pn.TwoLayerNet(784, 5, 10, seed=0), *_data(mnist, 500, 100), jit=True, verbose=False)
+
+
+def test_thread_choice_drops_a_stalling_setting_after_two_steps(monkeypatch):
+    """With a core busy, all-core BLAS stalls: the choice keeps one thread, and stops probing early."""
+    import contextlib
+    import time as _time
+
+    from portnet.threads import ThreadChoice
+
+    choice = ThreadChoice(np.zeros(3))
+    if not choice.enabled:
+        pytest.skip("threadpoolctl is not installed or there is one core")
+    current = []
+    monkeypatch.setattr(choice, "_limit", lambda c: contextlib.ExitStack() if current.append(c) else contextlib.nullcontext())
+    ran = []
+
+    def step(i):
+        ran.append((i, current[-1]))
+        if current[-1] is None:
+            _time.sleep(0.003)  # the stall a busy core causes
+
+    choice.run(step, 100)
+    assert choice.history == [1]
+    assert [i for i, _ in ran] == list(range(100))
+    assert sum(c is None for _, c in ran) == 2, "two probing steps, then no more under the stalling setting"
