@@ -93,31 +93,6 @@ class TorchEagerConvNet:
         return float(self.torch.stack(self.losses[-20:]).mean())
 
 
-class _Relu:
-    def forward(self, x):
-        self.mask = x <= 0
-        out = x.copy()
-        out[self.mask] = 0
-        return out
-
-    def backward(self, dout):
-        dout[self.mask] = 0
-        return dout
-
-
-class _Affine:
-    def __init__(self, W, b):
-        self.W, self.b = W, b
-
-    def forward(self, x):
-        self.shape, self.x = x.shape, x.reshape(x.shape[0], -1)
-        return self.x @ self.W + self.b
-
-    def backward(self, dout):
-        self.dW, self.db = self.x.T @ dout, dout.sum(axis=0)
-        return (dout @ self.W.T).reshape(self.shape)
-
-
 class _Dropout:
     def forward(self, x):
         self.mask = np.random.rand(*x.shape) > 0.5
@@ -139,20 +114,20 @@ class BookConvNet:
         self.params, self.layers = {}, []
         if kind == "simple":
             self._conv(rng, 1, (30, 1, 5, 5), 0.01, 0)
-            self.layers += [_Relu(), ref.Pooling(2, 2, 2)]
+            self.layers += [ref.Relu(), ref.Pooling(2, 2, 2)]
             self._affine(rng, 2, (4320, 100), 0.01)
-            self.layers.append(_Relu())
+            self.layers.append(ref.Relu())
             self._affine(rng, 3, (100, 10), 0.01)
         else:
             channels = 1
             for idx, (filters, pad) in enumerate([(16, 1), (16, 1), (32, 1), (32, 2), (64, 1), (64, 1)], start=1):
                 self._conv(rng, idx, (filters, channels, 3, 3), np.sqrt(2.0 / (channels * 9)), pad)
-                self.layers.append(_Relu())
+                self.layers.append(ref.Relu())
                 channels = filters
                 if idx % 2 == 0:
                     self.layers.append(ref.Pooling(2, 2, 2))
             self._affine(rng, 7, (1024, 50), np.sqrt(2.0 / 1024))
-            self.layers += [_Relu(), _Dropout()]
+            self.layers += [ref.Relu(), _Dropout()]
             self._affine(rng, 8, (50, 10), np.sqrt(2.0 / 50))
             self.layers.append(_Dropout())
         self.optimizer, self.rng, self.losses = ref.Adam(lr=LR), rng, []
@@ -163,7 +138,7 @@ class BookConvNet:
 
     def _affine(self, rng, idx, shape, scale):
         self.params[f"W{idx}"], self.params[f"b{idx}"] = scale * rng.standard_normal(shape), np.zeros(shape[1])
-        self.layers.append(_Affine(self.params[f"W{idx}"], self.params[f"b{idx}"]))
+        self.layers.append(ref.Affine(self.params[f"W{idx}"], self.params[f"b{idx}"]))
 
     def steps(self, k):
         for _ in range(k):

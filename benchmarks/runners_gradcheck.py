@@ -6,9 +6,15 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import os
+import sys
+
 import numpy as np
 
 import portnet as pn
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from tests import reference as ref  # noqa: E402  (the book's layers, shared with the tests)
 
 
 def portnet_gradient_check(x, t) -> float:
@@ -35,31 +41,6 @@ def _numerical_gradient(f, x):
     return grad
 
 
-class _Affine:
-    def __init__(self, W, b):
-        self.W, self.b = W, b
-
-    def forward(self, x):
-        self.x = x
-        return np.dot(x, self.W) + self.b
-
-    def backward(self, dout):
-        self.dW, self.db = np.dot(self.x.T, dout), np.sum(dout, axis=0)
-        return np.dot(dout, self.W.T)
-
-
-class _Relu:
-    def forward(self, x):
-        self.mask = x <= 0
-        out = x.copy()
-        out[self.mask] = 0
-        return out
-
-    def backward(self, dout):
-        dout[self.mask] = 0
-        return dout
-
-
 class _SoftmaxWithLoss:
     def forward(self, x, t):
         self.t = t
@@ -80,8 +61,8 @@ class _BookTwoLayerNet:
         rng = np.random.default_rng(0)
         self.params = {"W1": 0.01 * rng.standard_normal((784, 50)), "b1": np.zeros(50),
                        "W2": 0.01 * rng.standard_normal((50, 10)), "b2": np.zeros(10)}
-        self.layers = OrderedDict(Affine1=_Affine(self.params["W1"], self.params["b1"]), Relu1=_Relu(),
-                                  Affine2=_Affine(self.params["W2"], self.params["b2"]))
+        self.layers = OrderedDict(Affine1=ref.Affine(self.params["W1"], self.params["b1"]), Relu1=ref.Relu(),
+                                  Affine2=ref.Affine(self.params["W2"], self.params["b2"]))
         self.last_layer = _SoftmaxWithLoss()
 
     def predict(self, x):

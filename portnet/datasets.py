@@ -35,7 +35,7 @@ import numpy as np
 from . import backend as _backend
 from .arrays import from_numpy
 from .errors import DatasetError
-from .io import read_npy_expecting, write_atomic
+from .io import read_bounded, read_npy_expecting, write_atomic
 
 log = logging.getLogger(__name__)
 #: Seconds a download may take in all, from the first byte asked to the last received.
@@ -280,7 +280,7 @@ def _read_verified(source, sha256: str, magic: int, shape, data: bytes | None = 
     header = 8 + 4 * (len(shape) - 1)
     expected_size = header + int(np.prod(shape))
     if data is None:
-        data = _read_file(Path(source), _max_file_size(shape))
+        data = read_bounded(Path(source), _max_file_size(shape), DatasetError)
     if data[:2] == b"\x1f\x8b":
         data = _gunzip(source, data, expected_size)
     if len(data) < header:
@@ -298,17 +298,6 @@ def _read_verified(source, sha256: str, magic: int, shape, data: bytes | None = 
             f"{source}: the SHA-256 of its content is {digest}, expected {sha256}: a different or corrupted "
             f"file (left as it is; replace it)"
         )
-    return data
-
-
-def _read_file(path: Path, limit: int) -> bytes:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(limit + 1)
-    except OSError as exc:
-        raise DatasetError(f"{path}: cannot be read ({exc.strerror or exc})") from None
-    if len(data) > limit:
-        raise DatasetError(f"{path}: larger than the {limit:,} bytes this file can be")
     return data
 
 

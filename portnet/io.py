@@ -143,7 +143,7 @@ def read_pickled_arrays(path) -> dict:
     """A pickled dict of numeric NumPy arrays (the book's parameter files), read without running
     any of the file's code; anything else is :class:`UnsafePickleError`."""
     path = Path(path)
-    data = _read_bounded(path, 8 * MAX_ELEMENTS, UnsafePickleError)
+    data = read_bounded(path, 8 * MAX_ELEMENTS, UnsafePickleError)
     try:
         loaded = _ArrayUnpickler(io.BytesIO(data), encoding="latin1").load()
     except UnsafePickleError as exc:
@@ -345,8 +345,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _read_bounded(path: Path, limit: int, error) -> bytes:
-    """The file's bytes, refusing one larger than ``limit`` before reading it."""
+def read_bounded(path: Path, limit: int, error) -> bytes:
+    """The file's bytes, refusing one larger than ``limit`` before reading it; ``error`` (a
+    PortnetError class) for that and for a file that cannot be read."""
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size

@@ -163,6 +163,35 @@ def col2im(col, shape, fh, fw, stride=1, pad=0):
     return img[:, :, pad : H + pad, pad : W + pad]
 
 
+class Relu:
+    """The book's Relu layer: a copy with the masked entries set to 0; backward writes into dout."""
+
+    def forward(self, x):
+        self.mask = x <= 0
+        out = x.copy()
+        out[self.mask] = 0
+        return out
+
+    def backward(self, dout):
+        dout[self.mask] = 0
+        return dout
+
+
+class Affine:
+    """The book's Affine layer (N-D input flattened)."""
+
+    def __init__(self, W, b):
+        self.W, self.b = W, b
+
+    def forward(self, x):
+        self.shape, self.x = x.shape, x.reshape(x.shape[0], -1)
+        return np.dot(self.x, self.W) + self.b
+
+    def backward(self, dout):
+        self.dW, self.db = np.dot(self.x.T, dout), np.sum(dout, axis=0)
+        return np.dot(dout, self.W.T).reshape(self.shape)
+
+
 class Convolution:
     """The book's convolution layer: im2col, one matmul, col2im for dx."""
 

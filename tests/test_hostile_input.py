@@ -199,7 +199,7 @@ def test_a_gzip_bomb_in_the_data_directory_stops_at_the_expected_size(tmp_path, 
     monkeypatch.setattr(datasets, "_memo", {})
     (tmp_path / f"{LABELS}.gz").write_bytes(_bomb())
     start = time.monotonic()
-    with pytest.raises(pn.DatasetError, match="larger than the .* bytes this file can be|decompresses to more than"):
+    with pytest.raises(pn.DatasetError, match="more than the .* allowed|decompresses to more than"):
         datasets._array(datasets.MNIST, LABELS, tmp_path, download=False)
     assert time.monotonic() - start < 5
 
@@ -334,7 +334,7 @@ def test_an_unreadable_data_file_is_one_line(tmp_path, monkeypatch, capsys):
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(datasets, "open", refuse, raising=False)
+    monkeypatch.setattr(pio, "open", refuse, raising=False)
     assert cli.main(["train", "--data-dir", str(tmp_path), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "cannot be read (Permission denied)" in err and len(err.strip().splitlines()) == 1
