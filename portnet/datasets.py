@@ -35,6 +35,7 @@ import numpy as np
 from . import backend as _backend
 from .arrays import from_numpy
 from .errors import DatasetError
+from .functions import one_hot
 from .io import read_bounded, read_npy_expecting, write_atomic
 
 log = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ def _load(spec, normalize, flatten, one_hot_label, data_dir, download):
         n = images.shape[0]
         images = xp.reshape(images, (n, 784) if flatten else (n, 1, 28, 28))
         if one_hot_label:
-            labels = xp.astype(labels[:, None] == xp.arange(10, device=b.device), b.dtype)
+            labels = one_hot(xp, labels, 10, b.dtype)
         out.append((images, labels))
     return tuple(out)
 

@@ -10,6 +10,7 @@ an existing file is replaced only when the caller says so, and new files honour 
 
 from __future__ import annotations
 
+import glob
 import io
 import json
 import math
@@ -322,17 +323,13 @@ def _umask() -> int:
 
 
 def _remove_stale_parts(path: Path) -> None:
-    for part in path.parent.glob(f".{glob_escape(path.name)}.*.part"):
+    for part in path.parent.glob(f".{glob.escape(path.name)}.*.part"):
         pid = part.name[len(path.name) + 2 :].split(".", 1)[0]
         if pid.isdigit() and not _alive(int(pid)):
             try:
                 part.unlink()
             except OSError:
                 pass
-
-
-def glob_escape(name: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", name)
 
 
 def _alive(pid: int) -> bool:

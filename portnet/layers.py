@@ -15,6 +15,7 @@ import array_api_compat
 import array_api_extra as xpx
 
 from .arrays import book_star_numpy, namespace_of, writeable
+from .checks import fraction, integer
 from .errors import InputError
 from .functions import cross_entropy_from, labels_of, one_hot, sigmoid, softmax
 from .randomness import Random
@@ -157,7 +158,7 @@ class Convolution(_Parametric):
 
     def __init__(self, W=None, b=None, stride=1, pad=0, *, params=None, keys=None, need_dx=True):
         self._bind((W, b), params, keys)
-        self.stride, self.pad, self.need_dx = _positive_int("stride", stride), _natural("pad", pad), need_dx
+        self.stride, self.pad, self.need_dx = integer("stride", stride), integer("pad", pad, 0), need_dx
 
     def forward(self, x, train_flg=True):
         W = self.W
@@ -229,8 +230,8 @@ class Pooling:
     """
 
     def __init__(self, pool_h, pool_w, stride=1, pad=0):
-        self.pool_h, self.pool_w = _positive_int("pool_h", pool_h), _positive_int("pool_w", pool_w)
-        self.stride, self.pad = _positive_int("stride", stride), _natural("pad", pad)
+        self.pool_h, self.pool_w = integer("pool_h", pool_h), integer("pool_w", pool_w)
+        self.stride, self.pad = integer("stride", stride), integer("pad", pad, 0)
 
     def forward(self, x, train_flg=True):
         xp = namespace_of(x)
@@ -292,9 +293,7 @@ class Dropout:
     """
 
     def __init__(self, dropout_ratio=0.5, rng: Random | None = None):
-        if not 0 <= dropout_ratio < 1:
-            raise InputError(f"dropout_ratio {dropout_ratio!r} must lie in [0, 1)")
-        self.dropout_ratio = dropout_ratio
+        self.dropout_ratio = fraction("dropout_ratio", dropout_ratio)
         self.rng = rng
         self.mask = None
         self.frozen = False
@@ -367,14 +366,3 @@ class BatchNormalization(_Parametric):
         dx = dxc - dmu / self.batch_size
         return xp.reshape(dx, self.input_shape)
 
-
-def _positive_int(name, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
-def _natural(name, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise InputError(f"{name} must be a non-negative integer, got {value!r}")
-    return value

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 from .arrays import book_star_numpy, is_array, namespace_of, writeable
+from .checks import fraction, rate
 from .errors import InputError
 
 __all__ = ["AdaGrad", "Adam", "Momentum", "Nesterov", "RMSprop", "SGD", "np"]  # np: what the book's star-import gave
@@ -39,26 +40,6 @@ def _sqrt(h):
     return namespace_of(h).sqrt(h) if is_array(h) else math.sqrt(h)
 
 
-def _rate(name, value) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise InputError(f"{name} must be a finite positive number, got {value!r}")
-    return value
-
-
-def _fraction(name, value) -> float:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        value = math.nan
-    if not 0 <= value < 1:
-        raise InputError(f"{name} must lie in [0, 1), got {value!r}")
-    return value
-
-
 class Optimizer:
     """What the optimizers share: their state (``state_names``: dicts of arrays shaped like the
     parameters, created at the first update) and hyperparameter checks."""
@@ -76,7 +57,7 @@ class SGD(Optimizer):
     """W <- W - lr dL/dW (eq. 6.1)."""
 
     def __init__(self, lr=0.01):
-        self.lr = _rate("lr", lr)
+        self.lr = rate("lr", lr)
 
     def update(self, params, grads):
         for key, g in grads.items():
@@ -89,7 +70,7 @@ class Momentum(Optimizer):
     state_names = ("v",)
 
     def __init__(self, lr=0.01, momentum=0.9):
-        self.lr, self.momentum = _rate("lr", lr), _fraction("momentum", momentum)
+        self.lr, self.momentum = rate("lr", lr), fraction("momentum", momentum)
         self.v = None
 
     def update(self, params, grads):
@@ -117,7 +98,7 @@ class AdaGrad(Optimizer):
     state_names = ("h",)
 
     def __init__(self, lr=0.01):
-        self.lr = _rate("lr", lr)
+        self.lr = rate("lr", lr)
         self.h = None
 
     def update(self, params, grads):
@@ -135,7 +116,7 @@ class RMSprop(AdaGrad):
 
     def __init__(self, lr=0.01, decay_rate=0.99):
         super().__init__(lr)
-        self.decay_rate = _fraction("decay_rate", decay_rate)
+        self.decay_rate = fraction("decay_rate", decay_rate)
 
     def _accumulate(self, h, g):
         return self.decay_rate * h + (1 - self.decay_rate) * g * g
@@ -149,7 +130,7 @@ class Adam(Optimizer):
     state_names = ("m", "v")
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999):
-        self.lr, self.beta1, self.beta2 = _rate("lr", lr), _fraction("beta1", beta1), _fraction("beta2", beta2)
+        self.lr, self.beta1, self.beta2 = rate("lr", lr), fraction("beta1", beta1), fraction("beta2", beta2)
         self.iter = 0
         self.m = self.v = None
 

@@ -12,12 +12,12 @@ restored to the last state known good.
 from __future__ import annotations
 
 import math
-import operator
 import time
 
 import array_api_compat
 
 from .arrays import namespace_of, to_numpy, writeable
+from .checks import integer
 from .errors import InputError, MissingDependencyError, TrainingDiverged
 from .functions import DELTA, check_labels, labels_of
 from .layers import SoftmaxWithLoss
@@ -74,12 +74,12 @@ class Trainer:
     ):
         self.network = network
         self.x_train, self.t_train, self.x_test, self.t_test = x_train, t_train, x_test, t_test
-        self.epochs = _count("epochs", epochs)
-        self.batch_size = _count("mini_batch_size", mini_batch_size)
+        self.epochs = integer("epochs", epochs)
+        self.batch_size = integer("mini_batch_size", mini_batch_size)
         if evaluate_sample_num_per_epoch is not None:
-            evaluate_sample_num_per_epoch = _count("evaluate_sample_num_per_epoch", evaluate_sample_num_per_epoch)
+            evaluate_sample_num_per_epoch = integer("evaluate_sample_num_per_epoch", evaluate_sample_num_per_epoch)
         self.evaluate_sample_num_per_epoch = evaluate_sample_num_per_epoch
-        self.loss_every = _count("loss_every", loss_every)
+        self.loss_every = integer("loss_every", loss_every)
         if isinstance(optimizer, str):
             optimizer = make_optimizer(optimizer, **({"lr": 0.01} if optimizer_param is None else optimizer_param))
         self.optimizer = optimizer
@@ -291,16 +291,6 @@ class Trainer:
                 check_labels(xp, labels_of(xp, (t.shape[0], classes), t, f"{name} set"), classes)
         if self.train_size < self.batch_size:
             raise InputError(f"mini_batch_size {self.batch_size} is larger than the training set ({self.train_size})")
-
-
-def _count(name, value) -> int:
-    try:
-        count = operator.index(value) if not isinstance(value, bool) else 0
-    except TypeError:
-        count = 0
-    if count < 1:
-        raise InputError(f"{name} must be a positive integer, got {value!r}")
-    return count
 
 
 def _restore(params: dict, snapshot: dict) -> None:

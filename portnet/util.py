@@ -18,16 +18,15 @@ import array_api_compat
 import array_api_extra as xpx
 
 from .arrays import is_array, namespace_of
+from .checks import integer
 from .errors import InputError
 from .randomness import Random
 
 
 def conv_output_size(input_size, filter_size, stride=1, pad=0) -> int:
     """(input_size + 2 pad - filter_size) // stride + 1 (eq. 7.1); an error if no window fits."""
-    input_size, filter_size = operator.index(input_size), operator.index(filter_size)
-    stride, pad = operator.index(stride), operator.index(pad)
-    if stride < 1 or pad < 0:
-        raise InputError(f"stride must be >= 1 and pad >= 0, got stride={stride}, pad={pad}")
+    input_size, filter_size = integer("input_size", input_size), integer("filter_size", filter_size)
+    stride, pad = integer("stride", stride), integer("pad", pad, 0)
     size = (input_size + 2 * pad - filter_size) // stride + 1
     if size < 1:
         raise InputError(

@@ -127,7 +127,7 @@ def test_the_books_params_in_any_pickle_protocol(tmp_path, book_dir, protocol):
     ({"conv_param": {"filter_num": 30}}, "conv_param must be a dict with keys filter_num, filter_size, pad, stride"),
     ({"input_dim": (1, 28)}, r"input_dim must be \(channels, height, width\)"),
     ({"input_dim": (1, 3, 3)}, "a filter of size 5 does not fit an input of size 3"),
-    ({"hidden_size": 0}, "expected positive integers, got 0"),
+    ({"hidden_size": 0}, "hidden_size/output_size must be a positive integer, got 0"),
 ])
 def test_bad_arguments(args, message):
     with pytest.raises(pn.InputError, match=message):

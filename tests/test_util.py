@@ -30,7 +30,7 @@ def test_conv_output_size():
     assert pn.conv_output_size(7, 3, 2, 0) == 3
     with pytest.raises(pn.InputError, match="a filter of size 9 does not fit an input of size 4 with pad 2"):
         pn.conv_output_size(4, 9, 1, 2)
-    with pytest.raises(pn.InputError, match="stride must be >= 1"):
+    with pytest.raises(pn.InputError, match="stride must be a positive integer, got 0"):
         pn.conv_output_size(4, 3, 0)
 
 

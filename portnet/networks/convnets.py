@@ -6,11 +6,12 @@ predict ``accuracy_batch_size`` = 100 images at a time, as the book's ``accuracy
 
 from __future__ import annotations
 
+from ..checks import integer, integers
 from ..errors import InputError
 from ..layers import Affine, Convolution, Dropout, Pooling, Relu, SoftmaxWithLoss
 from ..randomness import Random
 from ..util import conv_output_size
-from .network import Network, check_parameter_count, init_scale, positive_ints
+from .network import Network, check_parameter_count, init_scale
 
 _CONV_KEYS = ("filter_num", "filter_size", "pad", "stride")
 
@@ -18,17 +19,15 @@ _CONV_KEYS = ("filter_num", "filter_size", "pad", "stride")
 def _conv_param(name, param) -> dict:
     if not isinstance(param, dict) or set(param) != set(_CONV_KEYS):
         raise InputError(f"{name} must be a dict with keys {', '.join(_CONV_KEYS)}, got {param!r}")
-    filter_num, filter_size, stride = positive_ints(name, [param["filter_num"], param["filter_size"], param["stride"]])
-    pad = param["pad"]
-    if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
-        raise InputError(f"{name}: pad must be a non-negative integer, got {pad!r}")
-    return {"filter_num": filter_num, "filter_size": filter_size, "pad": pad, "stride": stride}
+    return {"filter_num": integer(f"{name}['filter_num']", param["filter_num"]),
+            "filter_size": integer(f"{name}['filter_size']", param["filter_size"]),
+            "pad": integer(f"{name}['pad']", param["pad"], 0), "stride": integer(f"{name}['stride']", param["stride"])}
 
 
 def _input_dim(input_dim) -> tuple[int, int, int]:
     if len(input_dim) != 3:
         raise InputError(f"input_dim must be (channels, height, width), got {input_dim!r}")
-    return tuple(positive_ints("input_dim", input_dim))
+    return tuple(integers("input_dim", input_dim))
 
 
 class _ConvNet(Network):
@@ -66,7 +65,7 @@ class SimpleConvNet(_ConvNet):
                  weight_init_std=0.01, *, dtype=None, seed=None):
         conv_param = _conv_param("conv_param", conv_param or {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1})
         input_dim = _input_dim(input_dim)
-        hidden_size, output_size = positive_ints("hidden_size/output_size", [hidden_size, output_size])
+        hidden_size, output_size = integers("hidden_size/output_size", [hidden_size, output_size])
         scale = init_scale(weight_init_std, 1)
         conv_out = (conv_output_size(input_dim[1], conv_param["filter_size"], conv_param["stride"], conv_param["pad"]),
                     conv_output_size(input_dim[2], conv_param["filter_size"], conv_param["stride"], conv_param["pad"]))
@@ -112,7 +111,7 @@ class DeepConvNet(_ConvNet):
         given = (conv_param_1, conv_param_2, conv_param_3, conv_param_4, conv_param_5, conv_param_6)
         conv_params = [_conv_param(f"conv_param_{i + 1}", p or dict(DEEP_CONV_PARAMS[i])) for i, p in enumerate(given)]
         input_dim = _input_dim(input_dim)
-        hidden_size, output_size = positive_ints("hidden_size/output_size", [hidden_size, output_size])
+        hidden_size, output_size = integers("hidden_size/output_size", [hidden_size, output_size])
         rng = self._setup(dtype, seed)
         self.input_dim, self.output_size = input_dim, output_size
         self.config = {"input_dim": list(input_dim), **{f"conv_param_{i + 1}": p for i, p in enumerate(conv_params)},

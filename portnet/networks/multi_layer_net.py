@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+from ..checks import integers
 from ..errors import InputError
 from ..layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss
 from ..randomness import Random
-from .network import Network, check_parameter_count, init_scale, positive_ints
+from .network import Network, check_parameter_count, init_scale
 
 
 class MultiLayerNet(Network):
@@ -39,7 +40,7 @@ class MultiLayerNet(Network):
             raise InputError(f"unknown activation {activation!r}; expected 'relu' or 'sigmoid'")
         if dropout_ration is not None:
             dropout_ratio = dropout_ration
-        sizes = positive_ints("layer sizes", [input_size, *hidden_size_list, output_size])
+        sizes = integers("layer sizes", [input_size, *hidden_size_list, output_size])
         check_parameter_count(f"a {'-'.join(map(str, sizes))} network", sum(m * n + n for m, n in zip(sizes, sizes[1:])))
         rng = self._setup(dtype, seed)
         self.sizes, self.output_size = sizes, sizes[-1]

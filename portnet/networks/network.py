@@ -251,20 +251,6 @@ def init_scale(weight_init_std, fan_in) -> float:
 MAX_PARAMETERS = 500_000_000
 
 
-def positive_ints(name, values) -> list[int]:
-    """Layer sizes as positive Python ints, with an error naming the bad one."""
-    out = []
-    for v in values:
-        try:
-            ok = not isinstance(v, bool) and float(v).is_integer() and int(v) >= 1
-        except (TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise InputError(f"{name}: expected positive integers, got {v!r}")
-        out.append(int(v))
-    return out
-
-
 def check_parameter_count(what, count) -> None:
     """Refuse a network of more than :data:`MAX_PARAMETERS` parameters before allocating it."""
     if count > MAX_PARAMETERS:
