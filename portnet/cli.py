@@ -105,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     backend_options(evaluate)
 
     commands.add_parser("info", help="backends usable here, devices and versions")
+
+    from . import search
+
+    search.add_arguments(commands.add_parser("search", help="the book's random hyperparameter search (ch. 6.5), "
+                                             "on this machine or a Dask cluster"))
     return parser
 
 
@@ -114,6 +119,10 @@ def main(argv=None) -> int:
     try:
         if args.command == "info":
             return _info()
+        if args.command == "search":  # chooses backends itself: each Dask worker has its own
+            from . import search
+
+            return search.main(args)
         name = args.backend or os.environ.get("PORTNET_BACKEND") or "numpy"
         device = args.device if args.device or args.backend else os.environ.get("PORTNET_DEVICE")
         _backend.set_backend(name, device or None, args.dtype)
