@@ -7,18 +7,29 @@ import numpy as np
 
 from portnet.backend import dtype_name, namespace_of, to_numpy
 
-#: The only place tolerances live.
+#: The only place tolerances live: per dtype, ``rtol``/``atol`` for results of a few operations,
+#: and ``unit``, the unit roundoff u, for sums (:func:`sum_tolerance`).
 TOLERANCE = {
-    "float64": {"rtol": 1e-10, "atol": 1e-12},
-    "float32": {"rtol": 1e-5, "atol": 1e-6},
-    # Network scores: sums over hundreds of float32 products of size ~1 can cancel to near 0,
-    # so their absolute error is that of the terms (~1e-6 each), not of the result.
-    "float32-scores": {"rtol": 1e-5, "atol": 1e-5},
+    "float64": {"rtol": 1e-10, "atol": 1e-12, "unit": 2.0**-53},
+    "float32": {"rtol": 1e-5, "atol": 1e-6, "unit": 2.0**-24},
 }
 
 
 def tolerance(dtype) -> dict:
-    return dict(TOLERANCE[dtype if dtype in TOLERANCE else dtype_name(dtype)])
+    """``rtol`` and ``atol`` of ``dtype`` (a name or any library's dtype)."""
+    entry = TOLERANCE[dtype if dtype in TOLERANCE else dtype_name(dtype)]
+    return {"rtol": entry["rtol"], "atol": entry["atol"]}
+
+
+def sum_tolerance(terms: int, magnitude, dtype) -> np.ndarray:
+    """The absolute error a sum of ``terms`` products can have in ``dtype`` whatever order a BLAS
+    adds them in: gamma_n * sum |a_i b_i| with gamma_n = n u / (1 - n u) (Higham, *Accuracy and
+    Stability of Numerical Algorithms*, 2nd ed., eq. 3.5). ``magnitude`` is sum |a_i b_i|, element
+    by element (the same computation on the absolute values). A tolerance relative to the result
+    cannot hold where the terms cancel: the result is small and the error is that of the terms."""
+    unit = TOLERANCE[dtype if dtype in TOLERANCE else dtype_name(dtype)]["unit"]
+    gamma = terms * unit / (1 - terms * unit)
+    return gamma * np.asarray(magnitude, dtype=np.float64)
 
 
 def assert_like(actual, backend, dtype=None, shape=None):
@@ -33,11 +44,27 @@ def assert_like(actual, backend, dtype=None, shape=None):
         assert tuple(actual.shape) == tuple(shape), f"shape {tuple(actual.shape)}, expected {tuple(shape)}"
 
 
-def assert_close(actual, expected, backend, dtype, **override):
-    """Namespace, device, dtype and shape first, then the values against ``expected`` (NumPy)."""
+def assert_close(actual, expected, backend, dtype, *, sums=None, **override):
+    """Namespace, device, dtype and shape first, then the values against ``expected`` (NumPy).
+
+    ``sums=(terms, magnitude)``: each value is a sum of up to ``terms`` products whose absolute
+    values add up to ``magnitude``; its rounding error bound (:func:`sum_tolerance`) is allowed
+    on top of the dtype's tolerance."""
     expected = np.asarray(expected)
     assert_like(actual, backend, dtype, expected.shape)
-    np.testing.assert_allclose(to_numpy(actual), expected, **{**tolerance(dtype), **override})
+    allowed = {**tolerance(dtype), **override}
+    err_msg = allowed.pop("err_msg", "")
+    if sums is None:
+        np.testing.assert_allclose(to_numpy(actual), expected, err_msg=err_msg, **allowed)
+        return
+    found = to_numpy(actual).astype(np.float64)
+    bound = allowed["atol"] + sum_tolerance(*sums, dtype) + allowed["rtol"] * np.abs(expected)
+    excess = np.abs(found - expected) / bound
+    worst = np.unravel_index(np.argmax(excess), excess.shape) if excess.size else ()
+    assert not excess.size or excess[worst] <= 1, (
+        f"{err_msg} {np.count_nonzero(excess > 1)} of {excess.size} values outside the rounding bound; at "
+        f"{worst}: {found[worst]!r}, expected {expected[worst]!r}, allowed +-{bound[worst]:.3g}"
+    )
 
 
 def assert_prints(actual, printed: str, backend, dtype):

@@ -39,11 +39,12 @@ def test_activation(backend, layer, book, dtype):
 def test_affine_flattens_and_restores_shape(backend, dtype):
     x, W, b, dout = (a.astype(dtype) for a in data(1, (4, 1, 2, 3), (6, 5), (5,), (4, 5)))
     out, dx, dW, db = ref.affine(*(a.astype("float64") for a in (x, W, b, dout)))
+    sizes = ref.affine(*(np.abs(a.astype("float64")) for a in (x, W, b, dout)))  # sums of |terms|
     layer = layer_of(pn.Affine, backend, {"W": W, "b": b})
-    assert_close(layer.forward(on(backend, x)), out, backend, dtype)
-    assert_close(layer.backward(on(backend, dout)), dx, backend, dtype)
-    assert_close(layer.dW, dW, backend, dtype)
-    assert_close(layer.db, db, backend, dtype)
+    assert_close(layer.forward(on(backend, x)), out, backend, dtype, sums=(7, sizes[0]))
+    assert_close(layer.backward(on(backend, dout)), dx, backend, dtype, sums=(5, sizes[1]))
+    assert_close(layer.dW, dW, backend, dtype, sums=(4, sizes[2]))
+    assert_close(layer.db, db, backend, dtype, sums=(4, sizes[3]))
     assert set(layer.grads()) == {"W", "b"}
 
 
@@ -160,11 +161,15 @@ def test_convolution_against_the_books(backend, dtype, stride, pad, filt):
     oh, ow = pn.conv_output_size(9, fh, stride, pad), pn.conv_output_size(8, fw, stride, pad)
     (dout,) = (a.astype(dtype) for a in data(8, (3, 4, oh, ow)))
     out, dx, dW, db = ref.convolution(*(a.astype("float64") for a in (x, W, b, dout)), stride, pad)
+    # Each result sums products that cancel: bound it by the sum of their absolute values (the
+    # same convolution of |x|, |W|, |b|, |dout|), which holds on any BLAS.
+    sizes = ref.convolution(*(np.abs(a.astype("float64")) for a in (x, W, b, dout)), stride, pad)
+    terms = {"out": 2 * fh * fw + 1, "dx": 4 * fh * fw, "dW": 3 * oh * ow, "db": 3 * oh * ow}
     layer = layer_of(pn.Convolution, backend, {"W": W, "b": b}, stride=stride, pad=pad)
-    assert_close(layer.forward(on(backend, x)), out, backend, dtype)
-    assert_close(layer.backward(on(backend, dout)), dx, backend, dtype)
-    assert_close(layer.dW, dW, backend, dtype)
-    assert_close(layer.db, db, backend, dtype)
+    assert_close(layer.forward(on(backend, x)), out, backend, dtype, sums=(terms["out"], sizes[0]))
+    assert_close(layer.backward(on(backend, dout)), dx, backend, dtype, sums=(terms["dx"], sizes[1]))
+    assert_close(layer.dW, dW, backend, dtype, sums=(terms["dW"], sizes[2]))
+    assert_close(layer.db, db, backend, dtype, sums=(terms["db"], sizes[3]))
 
 
 @pytest.mark.parametrize("stride, pad, window", [(2, 0, (2, 2)), (1, 0, (2, 2)), (2, 1, (3, 3)), (3, 0, (2, 3)), (1, 1, (3, 2))])
