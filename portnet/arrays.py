@@ -12,6 +12,8 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
+from .errors import ArrayTypeError
+
 _NAMESPACE_BY_TYPE: dict[type, Any] = {}
 
 
@@ -27,7 +29,7 @@ def namespace_of(*arrays):
         found = _NAMESPACE_BY_TYPE.get(t)
         if found is None:
             if not array_api_compat.is_array_api_obj(x):  # lists and Python scalars are not
-                raise TypeError(
+                raise ArrayTypeError(
                     f"expected an array (NumPy, CuPy, PyTorch, JAX or array-api-strict), got "
                     f"{t.__name__}; convert it with portnet.asarray(...)"
                 )
@@ -37,11 +39,16 @@ def namespace_of(*arrays):
         if xp is None:
             xp = found
         elif found is not xp:
-            raise TypeError(
-                f"arrays from different libraries: {xp.__name__} and {found.__name__}; put them on one backend "
-                f"with portnet.asarray(...)"
+            raise ArrayTypeError(
+                f"arrays from different libraries: {library_name(xp)} and {library_name(found)}; put them on one "
+                f"backend with portnet.asarray(...)"
             )
     return xp
+
+
+def library_name(xp) -> str:
+    """'numpy', 'torch', 'cupy', 'jax' or 'array_api_strict' for a namespace of that library."""
+    return xp.__name__.removeprefix("array_api_compat.").split(".")[0]
 
 
 def _is_tracer(t: type) -> bool:

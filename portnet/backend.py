@@ -25,6 +25,7 @@ import numpy as np
 from .arrays import dtype_name, from_numpy, namespace_of, to_numpy  # noqa: F401  (public names)
 from .errors import BackendUnavailableError, InputError
 from .randomness import Random, host_rng, random_normal  # noqa: F401  (public names)
+from .threads import fit_threads
 
 BACKENDS = ("numpy", "cupy", "torch", "jax", "array_api_strict")
 #: The backend matrix the tests and benchmarks run: (id, backend, device, on a GPU).
@@ -48,6 +49,8 @@ _INSTALL_HINT = {
     "jax": "pip install jax, or from portnet's source directory pip install '.[jax]'",
     "array_api_strict": "pip install array-api-strict",
 }
+#: What to say where a GPU backend finds no GPU.
+_CPU_BACKENDS = "the CPU backends are numpy, torch (device 'cpu'), jax and array_api_strict"
 #: torch device types that hold data portnet can compute with ('meta' holds none).
 _TORCH_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
 
@@ -115,8 +118,8 @@ def _resolve_device(name: str, lib, device):
             count = lib.cuda.device_count() if lib.cuda.is_available() else 0
             if (dev.index or 0) >= count:
                 raise BackendUnavailableError(
-                    f"torch device {str(dev)!r} is not visible: {count} CUDA device(s) found "
-                    f"(torch {lib.__version__}, CUDA build: {lib.version.cuda or 'no'})"
+                    f"torch device {str(dev)!r} is not visible: {count} usable NVIDIA GPU(s) found (torch "
+                    f"{lib.__version__}, CUDA build: {lib.version.cuda or 'no'}); {_CPU_BACKENDS}"
                 )
         try:  # the device its own tensors report: 'cuda' -> 'cuda:0', 'cpu:0' -> 'cpu'
             return lib.empty(0, device=dev).device
@@ -143,11 +146,14 @@ def _resolve_device(name: str, lib, device):
             raise InputError(f"unknown CuPy device {spec!r}; expected a GPU index such as 0 or 'cuda:1'")
     try:
         count = lib.cuda.runtime.getDeviceCount()
-    except Exception as exc:  # CUDARuntimeError, missing libcudart, ...
-        raise BackendUnavailableError(f"backend 'cupy' needs a visible CUDA device, but none is usable: {exc}") from None
+    except Exception as exc:  # no driver (cudaErrorInsufficientDriver), no libcudart, ...
+        raise BackendUnavailableError(
+            f"backend 'cupy' needs an NVIDIA GPU, but no usable GPU and driver are visible here "
+            f"({type(exc).__name__}: {exc}); {_CPU_BACKENDS}"
+        ) from None
     dev = index if isinstance(index, lib.cuda.Device) else lib.cuda.Device(int(index))
     if dev.id >= count:
-        raise BackendUnavailableError(f"CuPy device {dev.id} is not visible: {count} CUDA device(s) found")
+        raise BackendUnavailableError(f"CuPy device {dev.id} is not visible: {count} usable NVIDIA GPU(s) found; {_CPU_BACKENDS}")
     _probe_cupy(lib, dev)
     return dev
 
@@ -194,8 +200,9 @@ def resolve_dtype(xp, dtype):
 def make_backend(name: str, device=None, dtype=None) -> Backend:
     """Resolve and validate a backend without activating it."""
     lib = _import(_check_name(name))
+    device = _resolve_device(name, lib, device)  # first: a missing GPU is the error to report
     xp = _namespace_for(name, lib)
-    return Backend(name, xp, _resolve_device(name, lib, device), resolve_dtype(xp, dtype))
+    return Backend(name, xp, device, resolve_dtype(xp, dtype))
 
 
 def _from_environment() -> Backend:
@@ -244,9 +251,12 @@ def use_backend(name: str, device=None, dtype=None):
 
 def _make_current(b: Backend) -> None:
     """CuPy creates arrays and runs kernels on its *current* device (array-api-compat honours
-    ``device=`` only in ``asarray``): make the backend's device current."""
+    ``device=`` only in ``asarray``): make the backend's device current. On the CPU, fit the
+    library's thread pools to the cores free now (:func:`portnet.threads.fit_threads`)."""
     if b.name == "cupy":
         b.device.use()
+    elif b.name in ("numpy", "array_api_strict") or (b.name == "torch" and b.device.type == "cpu"):
+        fit_threads("numpy" if b.name == "array_api_strict" else b.name)
 
 
 def _current_cupy_device():

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import backend as _backend
-from .arrays import from_numpy
+from .arrays import dtype_name, from_numpy
 from .errors import CheckpointError, InputError
 from .io import checkpoint_path, read_checkpoint, read_pickled_arrays
 from .networks import DeepConvNet, MultiLayerNet, SimpleConvNet, TwoLayerNet
@@ -26,21 +26,24 @@ def save_checkpoint(network, path, *, overwrite=False) -> Path:
     return network.save_params(checkpoint_path(path), overwrite=overwrite)
 
 
-def load_checkpoint(path):
-    """Rebuild the saved network on the active backend and device, with the saved parameters."""
+def load_checkpoint(path, *, dtype=None):
+    """Rebuild the saved network on the active backend and device, with the saved parameters, in
+    ``dtype`` ('float32', 'float64'; default: the dtype it was saved in)."""
     meta, params, buffers = read_checkpoint(path)
+    dtype = meta["dtype"] if dtype is None else dtype
     arch = dict(meta["architecture"])
     cls = ARCHITECTURES.get(arch.pop("class", None))
     if cls is None:
         raise CheckpointError(f"{path}: unknown architecture {meta['architecture'].get('class')!r}; "
                               f"expected one of {', '.join(ARCHITECTURES)}")
     try:
-        network = cls(**arch, dtype=meta["dtype"], seed=0)
+        network = cls(**arch, dtype=dtype, seed=0)
     except (InputError, TypeError) as exc:
         raise CheckpointError(f"{path}: its architecture cannot be built ({exc})") from None
     network.set_params(params, source=str(path))
     try:
-        network.load_buffers({k: from_numpy(v.astype(meta["dtype"]), network.xp, network.device) for k, v in buffers.items()})
+        network.load_buffers({k: from_numpy(v.astype(dtype_name(network.dtype)), network.xp, network.device)
+                              for k, v in buffers.items()})
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     return network

@@ -19,14 +19,19 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
+from . import __version__
 from . import backend as _backend
 from .checkpoints import load_checkpoint, save_checkpoint
-from .datasets import cache_dir, load_fashion_mnist, load_mnist
-from .errors import InputError, MissingDependencyError, PortnetError
-from .io import check_writable, checkpoint_path, write_atomic
+from .datasets import cache_dir, load_fashion_mnist, load_mnist, load_split
+from .errors import CheckpointError, InputError, MissingDependencyError, PortnetError
+from .io import check_writable, checkpoint_path, read_pickled_arrays, write_atomic
 from .networks import DeepConvNet, MultiLayerNet, SimpleConvNet, TwoLayerNet
 from .optimizers import OPTIMIZERS, make_optimizer
+from .threads import fit_threads
 from .trainer import Trainer
+from .util import smooth_curve
 
 LOADERS = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist}
 #: Learning rates that train well with each optimizer (SGD: the book's ch. 5 value).
@@ -72,6 +77,7 @@ def _positive(kind):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="portnet", description="Deep Learning from Scratch's networks on NumPy, CuPy, PyTorch, JAX.")
+    parser.add_argument("--version", action="version", version=f"portnet {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def backend_options(p):
@@ -91,17 +97,29 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=_positive(int), help="epochs (default: 10; simple-conv 5, deep-conv 8)")
     train.add_argument("--batch-size", type=_positive(int), default=100)
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--limit", type=_positive(int), metavar="N", help="train on the first N training images only (a quick check)")
+    train.add_argument("--limit", type=_positive(int), metavar="N",
+                       help="a quick check: train on the first N training images, and evaluate each epoch on the "
+                            "first N of each set")
+    train.add_argument("--random-source", choices=("native", "host"), default="native",
+                       help="where the shuffle and dropout draws come from: native (the backend's own generator, on its "
+                            "device) or host (NumPy's, then transferred: the same draws on every backend)")
     train.add_argument("--threads", type=_threads, default="auto", metavar="auto|N",
-                       help="BLAS threads on NumPy: auto (each epoch, whichever steps faster, all cores or one: a busy "
-                            "core does not stall training) or N for runs that repeat to the last digit")
+                       help="CPU threads (BLAS, OpenMP, PyTorch): auto (as many as cores are free, and on NumPy each "
+                            "epoch whichever steps faster, all of them or one: a busy core does not stall training) or "
+                            "N for runs that repeat to the last digit")
     train.add_argument("--save", type=Path, help="write the trained network to this .npz checkpoint")
     train.add_argument("--plot", type=Path, help="write the learning curves to this PNG (needs matplotlib)")
     train.add_argument("--overwrite", action="store_true", help="replace existing --save/--plot files")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                       help="a progress bar on stderr (default: when stderr is a terminal and tqdm is installed)")
 
-    evaluate = commands.add_parser("evaluate", help="test accuracy of a saved checkpoint")
-    evaluate.add_argument("checkpoint", type=Path)
+    evaluate = commands.add_parser("evaluate", help="test accuracy of a saved checkpoint or of the book's weights")
+    evaluate.add_argument("checkpoint", type=Path, help="a portnet .npz checkpoint, or a book's params .pkl (with --model)")
+    evaluate.add_argument("--model", choices=MODELS,
+                          help="the network a book .pkl holds (its hidden sizes are read from the file)")
+    evaluate.add_argument("--activation", choices=("relu", "sigmoid"), default="relu",
+                          help="with --model multi-layer: the hidden activation (the book's ch. 3 network: sigmoid)")
+    evaluate.add_argument("--limit", type=_positive(int), metavar="N", help="evaluate on the first N test images only")
     backend_options(evaluate)
 
     commands.add_parser("info", help="backends usable here, devices and versions")
@@ -125,7 +143,9 @@ def main(argv=None) -> int:
             return search.main(args)
         name = args.backend or os.environ.get("PORTNET_BACKEND") or "numpy"
         device = args.device if args.device or args.backend else os.environ.get("PORTNET_DEVICE")
-        _backend.set_backend(name, device or None, args.dtype)
+        chosen = _backend.set_backend(name, device or None, args.dtype)
+        if getattr(args, "threads", "auto") != "auto":
+            fit_threads("torch" if chosen.name == "torch" else "numpy", args.threads)
         return _train(args) if args.command == "train" else _evaluate(args)
     except (PortnetError, OSError) as exc:  # the user's input, files or machine; a bug keeps its traceback
         print(f"portnet: error: {_one_line(exc)}", file=sys.stderr)
@@ -157,36 +177,61 @@ def _train(args) -> int:
     if args.model == "two-layer" and len(hidden) != 1:
         raise InputError(f"--model two-layer takes one hidden size, got --hidden {','.join(map(str, hidden))}")
     save, plot = _outputs(args)
-    if args.model == "two-layer":
-        net = TwoLayerNet(784, hidden[0], 10, seed=args.seed)
-    elif args.model == "multi-layer":
-        net = MultiLayerNet(784, hidden, 10, seed=args.seed)
-    else:
-        net = (SimpleConvNet if args.model == "simple-conv" else DeepConvNet)(seed=args.seed)
+    net = _network(args.model, hidden, seed=args.seed, random_source=args.random_source)
     (x_train, t_train), (x_test, t_test) = LOADERS[args.dataset](flatten=not conv, data_dir=args.data_dir)
     if args.limit is not None:
         n = min(args.limit, x_train.shape[0])
         x_train, t_train = x_train[:n, ...], t_train[:n, ...]
     lr = args.lr or DEFAULT_LR[args.optimizer]
+    progress = args.progress if args.progress is not None else sys.stderr.isatty() and _has_tqdm()
     trainer = Trainer(net, x_train, t_train, x_test, t_test, epochs=epochs, mini_batch_size=args.batch_size,
-                      optimizer=make_optimizer(args.optimizer, lr=lr), verbose=False, progress=not args.no_progress
-                      and _has_tqdm(), seed=args.seed, tune_threads=args.threads == "auto")
+                      optimizer=make_optimizer(args.optimizer, lr=lr), evaluate_sample_num_per_epoch=args.limit,
+                      verbose=False, progress=progress, seed=args.seed, random_source=args.random_source,
+                      tune_threads=args.threads == "auto")
     print(f"portnet: {net} on {args.dataset} ({x_train.shape[0]} train, {x_test.shape[0]} test), "
-          f"{args.optimizer} lr={lr}, batch {args.batch_size}, {epochs} epochs of {trainer.iter_per_epoch} steps",
-          flush=True)
+          f"{args.optimizer} lr={lr}, batch {args.batch_size}, {_count(epochs, 'epoch')} of "
+          f"{_count(trainer.iter_per_epoch, 'step')}", flush=True)
+    sampled = "" if args.limit is None else f" (first {min(args.limit, x_test.shape[0])} test images)"
     start = time.perf_counter()
-    with _thread_limit(args.threads):
-        trainer.train(on_epoch=_epoch_line)
+    # NumPy's floating-point warnings would print before the divergence guard's one-line error
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        trainer.train(on_epoch=lambda t: _epoch_line(t, sampled))
     total = time.perf_counter() - start
-    mean_epoch = sum(trainer.epoch_times) / len(trainer.epoch_times)
-    print(f"portnet: test accuracy {trainer.test_acc_list[-1]:.4f}, train accuracy {trainer.train_acc_list[-1]:.4f}; "
-          f"{mean_epoch:.2f} s per epoch (training steps), {total:.1f} s in all", flush=True)
+    print(f"portnet: test accuracy {trainer.test_acc_list[-1]:.4f}{sampled}, train accuracy "
+          f"{trainer.train_acc_list[-1]:.4f}; {_epoch_times(trainer.epoch_times)}, {total:.1f} s in all", flush=True)
     if save is not None:
         print(f"portnet: saved {save_checkpoint(net, save, overwrite=args.overwrite)}")
     if plot is not None:
-        _plot(trainer, plot, f"{net} on {args.dataset}, {args.optimizer} lr={lr}")
+        limited = "" if args.limit is None else f", --limit {args.limit}"
+        _plot(trainer, plot, f"{net} on {args.dataset}, {args.optimizer} lr={lr}{limited}")
         print(f"portnet: wrote {plot}")
     return 0
+
+
+def _network(model, hidden, *, seed, random_source="native", activation="relu", dtype=None):
+    """The network ``model`` names, with the command's options."""
+    if activation != "relu" and model != "multi-layer":
+        raise InputError(f"--activation {activation} applies to --model multi-layer, not {model}")
+    if model == "two-layer":
+        return TwoLayerNet(784, hidden[0], 10, dtype=dtype, seed=seed)
+    if model == "multi-layer":
+        return MultiLayerNet(784, hidden, 10, activation=activation, weight_init_std=activation, dtype=dtype, seed=seed,
+                             random_source=random_source)
+    if model == "simple-conv":
+        return SimpleConvNet(dtype=dtype, seed=seed)
+    return DeepConvNet(dtype=dtype, seed=seed, random_source=random_source)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _epoch_times(times) -> str:
+    """The first epoch apart from the rest: it includes compiling (JAX) and warming caches."""
+    if len(times) == 1:
+        return f"{times[0]:.2f} s for the epoch's training steps"
+    rest = sorted(times[1:])[len(times[1:]) // 2]
+    return f"epoch 1 {times[0]:.2f} s, then {rest:.2f} s per epoch (median; training steps only)"
 
 
 def _outputs(args):
@@ -206,23 +251,13 @@ def _outputs(args):
     return save, plot
 
 
-def _epoch_line(trainer) -> None:
+def _epoch_line(trainer, sampled="") -> None:
     losses = trainer.train_loss_list[-trainer.iter_per_epoch :]
     trainer.write(
         f"epoch {trainer.current_epoch:>3}/{trainer.epochs}: train acc {trainer.train_acc_list[-1]:.4f}, "
-        f"test acc {trainer.test_acc_list[-1]:.4f}, loss {sum(losses) / len(losses):.4f}, {trainer.epoch_times[-1]:.2f} s"
+        f"test acc {trainer.test_acc_list[-1]:.4f}{sampled}, loss {sum(losses) / len(losses):.4f}, "
+        f"{trainer.epoch_times[-1]:.2f} s"
     )
-
-
-def _thread_limit(threads):
-    """``--threads N``: at most N BLAS/OpenMP threads for the whole run."""
-    if threads == "auto":
-        return contextlib.nullcontext()
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        raise MissingDependencyError("--threads N needs threadpoolctl: pip install threadpoolctl") from None
-    return threadpool_limits(limits=threads)
 
 
 def _has_tqdm() -> bool:
@@ -234,11 +269,36 @@ def _has_tqdm() -> bool:
 
 
 def _evaluate(args) -> int:
-    net = load_checkpoint(args.checkpoint)
+    path = args.checkpoint
+    if path.suffix == ".pkl":
+        if args.model is None:
+            raise InputError(f"{path} holds only arrays (the book's pickled parameters); name the network they belong "
+                             f"to with --model ({', '.join(MODELS)})")
+        arrays = read_pickled_arrays(path)
+        net = _network(args.model, _hidden_sizes(arrays, args.model), seed=0, activation=args.activation)
+        net.set_params(arrays, source=str(path))
+    else:
+        if args.model is not None:
+            raise InputError(f"--model applies to the book's .pkl files; the checkpoint {path} names its own network")
+        net = load_checkpoint(path, dtype=args.dtype)
     conv = isinstance(net, (SimpleConvNet, DeepConvNet))
-    _, (x_test, t_test) = LOADERS[args.dataset](flatten=not conv, data_dir=args.data_dir)
+    x_test, t_test = load_split(args.dataset, "test", flatten=not conv, data_dir=args.data_dir)
+    if args.limit is not None:
+        x_test, t_test = x_test[: min(args.limit, x_test.shape[0]), ...], t_test[: min(args.limit, t_test.shape[0]), ...]
     print(f"portnet: {net}: test accuracy {net.accuracy(x_test, t_test):.4f} on {args.dataset} ({x_test.shape[0]} images)")
     return 0
+
+
+def _hidden_sizes(arrays, model):
+    """The hidden layer sizes of a fully connected network's W1, W2, ... (None for a ConvNet)."""
+    if model in ("simple-conv", "deep-conv"):
+        return None
+    weights = []
+    while f"W{len(weights) + 1}" in arrays:
+        weights.append(arrays[f"W{len(weights) + 1}"])
+    if len(weights) < 2 or any(w.ndim != 2 for w in weights):
+        raise CheckpointError(f"the file's arrays {sorted(arrays)} are not a fully connected network's W1, W2, ...")
+    return [w.shape[1] for w in weights[:-1]]
 
 
 def _info() -> int:
@@ -268,7 +328,8 @@ def _import_pyplot():
 
 
 def _plot(trainer, path: Path, title: str) -> None:
-    """Accuracy per epoch and loss per step, as the book's figures 4-11 and 4-12."""
+    """Accuracy per epoch and the loss, raw and smoothed (the book's smooth_curve, ch. 6.1.8),
+    on the same axis of epochs: the book's figures 4-11 and 4-12 side by side."""
     plt = _import_pyplot()
     fig, (acc, loss) = plt.subplots(1, 2, figsize=(11, 4.2))
     epochs = range(1, len(trainer.train_acc_list) + 1)
@@ -276,8 +337,13 @@ def _plot(trainer, path: Path, title: str) -> None:
     acc.plot(epochs, trainer.test_acc_list, marker="s", linestyle="--", label="test acc")
     acc.set(xlabel="epochs", ylabel="accuracy", ylim=(min(0.8, *trainer.test_acc_list), 1.0), xticks=list(epochs))
     acc.legend(loc="lower right")
-    loss.plot(range(1, len(trainer.train_loss_list) + 1), trainer.train_loss_list, linewidth=0.6)
-    loss.set(xlabel="iteration", ylabel="loss", yscale="log")
+    losses = trainer.train_loss_list
+    at = [(i + 1) / trainer.iter_per_epoch for i in range(len(losses))]
+    loss.plot(at, losses, linewidth=0.5, color="0.75", label="loss per step")
+    if len(losses) >= 11:
+        loss.plot(at, smooth_curve(losses).tolist(), linewidth=1.6, color="C0", label="smoothed")
+    loss.set(xlabel="epochs", ylabel="loss", yscale="log", xlim=(0, max(at[-1], 1)), xticks=list(epochs))
+    loss.legend(loc="upper right")
     fig.suptitle(title)
     fig.tight_layout()
     write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110))

@@ -97,6 +97,8 @@ FASHION_MNIST = _Spec(
 )
 
 _memo: dict[tuple, np.ndarray] = {}
+#: The splits and the prefix of their files.
+SPLITS = {"train": "train", "test": "t10k"}
 
 
 def load_mnist(normalize=True, flatten=True, one_hot_label=False, *, data_dir=None, download=True):
@@ -105,12 +107,22 @@ def load_mnist(normalize=True, flatten=True, one_hot_label=False, *, data_dir=No
     ``normalize``: float32 pixels in [0, 1] (else uint8 0-255). ``flatten``: images of shape
     (N, 784) (else (N, 1, 28, 28)). ``one_hot_label``: labels as float32 one-hot rows (else int64).
     """
-    return _load(MNIST, normalize, flatten, one_hot_label, data_dir, download)
+    return tuple(_load(MNIST, split, normalize, flatten, one_hot_label, data_dir, download) for split in SPLITS)
 
 
 def load_fashion_mnist(normalize=True, flatten=True, one_hot_label=False, *, data_dir=None, download=True):
     """Fashion-MNIST (Zalando), with the interface of :func:`load_mnist`."""
-    return _load(FASHION_MNIST, normalize, flatten, one_hot_label, data_dir, download)
+    return tuple(_load(FASHION_MNIST, split, normalize, flatten, one_hot_label, data_dir, download) for split in SPLITS)
+
+
+def load_split(dataset, split, normalize=True, flatten=True, one_hot_label=False, *, data_dir=None, download=True):
+    """One split, ``(x, t)``, of ``dataset`` ('mnist' or 'fashion-mnist'; split 'train' or 'test'),
+    as :func:`load_mnist` gives it, reading only that split's files."""
+    specs = {spec.name: spec for spec in (MNIST, FASHION_MNIST)}
+    if dataset not in specs or split not in SPLITS:
+        raise DatasetError(f"unknown dataset split {dataset!r}/{split!r}; expected one of {sorted(specs)} and "
+                           f"{' or '.join(SPLITS)}")
+    return _load(specs[dataset], split, normalize, flatten, one_hot_label, data_dir, download)
 
 
 def cache_dir() -> Path:
@@ -122,23 +134,20 @@ def cache_dir() -> Path:
 
 
 # --------------------------------------------------------------------------- loading
-def _load(spec, normalize, flatten, one_hot_label, data_dir, download):
+def _load(spec, split, normalize, flatten, one_hot_label, data_dir, download):
     b = _backend.active()
     xp = b.xp
-    raw = {base: _array(spec, base, data_dir, download) for base in _FILES}
-    out = []
-    for split in ("train", "t10k"):
-        # a copy: the parsed arrays are kept (read-only) for the next load, and are not the caller's
-        images = from_numpy(raw[f"{split}-images-idx3-ubyte"], xp, b.device, copy=True)
-        labels = from_numpy(raw[f"{split}-labels-idx1-ubyte"].astype(np.int64), xp, b.device)
-        if normalize:  # the book's float32 k / 255, held in the active dtype
-            images = xp.astype(xp.astype(images, xp.float32) / 255.0, b.dtype)
-        n = images.shape[0]
-        images = xp.reshape(images, (n, 784) if flatten else (n, 1, 28, 28))
-        if one_hot_label:
-            labels = one_hot(xp, labels, 10, b.dtype)
-        out.append((images, labels))
-    return tuple(out)
+    prefix = SPLITS[split]
+    # a copy: the parsed arrays are kept (read-only) for the next load, and are not the caller's
+    images = from_numpy(_array(spec, f"{prefix}-images-idx3-ubyte", data_dir, download), xp, b.device, copy=True)
+    labels = from_numpy(_array(spec, f"{prefix}-labels-idx1-ubyte", data_dir, download).astype(np.int64), xp, b.device)
+    if normalize:  # the book's float32 k / 255, held in the active dtype
+        images = xp.astype(xp.astype(images, xp.float32) / 255.0, b.dtype)
+    n = images.shape[0]
+    images = xp.reshape(images, (n, 784) if flatten else (n, 1, 28, 28))
+    if one_hot_label:
+        labels = one_hot(xp, labels, 10, b.dtype)
+    return images, labels
 
 
 def _array(spec, base, data_dir, download) -> np.ndarray:
@@ -179,10 +188,14 @@ def _content_hash(magic, shape, array) -> str:
 
 def _locate(spec, base, data_dir, download) -> Path:
     """The first directory holding the file (gzip or raw); else download it into one."""
-    if data_dir is not None:
-        dirs = [Path(data_dir)]
-    elif os.environ.get(spec.env):
-        dirs = [Path(os.environ[spec.env])]
+    given = data_dir if data_dir is not None else os.environ.get(spec.env) or None
+    if given is not None:
+        dirs = [Path(given)]
+        if not dirs[0].is_dir():
+            origin = "data_dir" if data_dir is not None else spec.env
+            raise DatasetError(f"{spec.name}: the data directory {dirs[0]} ({origin}) does not exist; point it at the "
+                               f"directory that holds {base}.gz and the other three files, or leave it unset to "
+                               f"download them into {cache_dir() / spec.name}")
     else:
         dirs = [*map(Path, spec.system_dirs), cache_dir() / spec.name]
     for d in dirs:
@@ -270,7 +283,8 @@ def _bar(total, desc):
         from tqdm.auto import tqdm
     except ImportError:
         return None
-    return tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {desc}", leave=False)
+    # disable=None: no bar when stderr is not a terminal (a log gets no \r frames)
+    return tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {desc}", leave=False, disable=None)
 
 
 # --------------------------------------------------------------------------- verification

@@ -14,6 +14,11 @@ class InputError(PortnetError, ValueError):
     """An argument, array or setting is not what portnet expects; the message names it."""
 
 
+class ArrayTypeError(InputError, TypeError):
+    """Not an array where one belongs (a list), or arrays of two libraries mixed (a NumPy array
+    given to a network on torch); the message says how to convert."""
+
+
 class BackendUnavailableError(PortnetError, RuntimeError):
     """The requested backend's library is missing, or its device is not visible or usable."""
 

@@ -144,6 +144,8 @@ def read_pickled_arrays(path) -> dict:
     """A pickled dict of numeric NumPy arrays (the book's parameter files), read without running
     any of the file's code; anything else is :class:`UnsafePickleError`."""
     path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
     data = read_bounded(path, 8 * MAX_ELEMENTS, UnsafePickleError)
     try:
         loaded = _ArrayUnpickler(io.BytesIO(data), encoding="latin1").load()

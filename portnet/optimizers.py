@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 
-from .arrays import book_star_numpy, is_array, namespace_of, writeable
+from .arrays import book_star_numpy, is_array, library_name, namespace_of, writeable
 from .checks import fraction, rate
-from .errors import InputError
+from .errors import ArrayTypeError, InputError
 
 __all__ = ["AdaGrad", "Adam", "Momentum", "Nesterov", "RMSprop", "SGD", "np"]  # np: what the book's star-import gave
 __getattr__ = book_star_numpy(__name__)
@@ -40,11 +40,32 @@ def _sqrt(h):
     return namespace_of(h).sqrt(h) if is_array(h) else math.sqrt(h)
 
 
+def check_pairs(params, grads) -> None:
+    """Each gradient names a parameter and is of its library (checked by type: no sync)."""
+    for key, g in grads.items():
+        if key not in params:
+            raise InputError(f"grads has {key!r}, which params does not ({sorted(params)})")
+        p = params[key]
+        if type(p) is not type(g) and is_array(p) and is_array(g):
+            mine, theirs = library_name(namespace_of(p)), library_name(namespace_of(g))
+            if mine != theirs:
+                raise ArrayTypeError(
+                    f"params[{key!r}] is a {mine} array but grads[{key!r}] a {theirs} one: compute the gradients "
+                    f"on the parameters' backend (portnet.asarray(x) puts data there while it is active)"
+                )
+
+
 class Optimizer:
     """What the optimizers share: their state (``state_names``: dicts of arrays shaped like the
     parameters, created at the first update) and hyperparameter checks."""
 
     state_names: tuple[str, ...] = ()
+
+    def update(self, params, grads) -> None:
+        """The book's update: each ``params[key]`` moved by ``grads[key]``, by reference."""
+        check_pairs(params, grads)
+        self.init(params)
+        self._apply(params, grads)
 
     def init(self, params) -> None:
         """Create the state for ``params`` if it does not exist yet."""
@@ -59,7 +80,7 @@ class SGD(Optimizer):
     def __init__(self, lr=0.01):
         self.lr = rate("lr", lr)
 
-    def update(self, params, grads):
+    def _apply(self, params, grads):
         for key, g in grads.items():
             add_to(params, key, -self.lr * g)
 
@@ -73,8 +94,7 @@ class Momentum(Optimizer):
         self.lr, self.momentum = rate("lr", lr), fraction("momentum", momentum)
         self.v = None
 
-    def update(self, params, grads):
-        self.init(params)
+    def _apply(self, params, grads):
         for key, g in grads.items():
             self.v[key] = self.momentum * self.v[key] - self.lr * g
             add_to(params, key, self.v[key])
@@ -83,8 +103,7 @@ class Momentum(Optimizer):
 class Nesterov(Momentum):
     """Nesterov's accelerated gradient, in the book's formulation (arXiv:1212.0901)."""
 
-    def update(self, params, grads):
-        self.init(params)
+    def _apply(self, params, grads):
         m = self.momentum
         for key, g in grads.items():
             self.v[key] = m * self.v[key] - self.lr * g
@@ -101,8 +120,7 @@ class AdaGrad(Optimizer):
         self.lr = rate("lr", lr)
         self.h = None
 
-    def update(self, params, grads):
-        self.init(params)
+    def _apply(self, params, grads):
         for key, g in grads.items():
             self.h[key] = self._accumulate(self.h[key], g)
             add_to(params, key, -self.lr * g / (_sqrt(self.h[key]) + EPS))
@@ -134,8 +152,7 @@ class Adam(Optimizer):
         self.iter = 0
         self.m = self.v = None
 
-    def update(self, params, grads):
-        self.init(params)
+    def _apply(self, params, grads):
         self.iter += 1
         b1, b2 = self.beta1, self.beta2
         if isinstance(self.iter, int):

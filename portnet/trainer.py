@@ -16,9 +16,9 @@ import time
 
 import array_api_compat
 
-from .arrays import namespace_of, to_numpy, writeable
+from .arrays import is_array, library_name, namespace_of, to_numpy, writeable
 from .checks import integer
-from .errors import InputError, MissingDependencyError, TrainingDiverged
+from .errors import ArrayTypeError, InputError, MissingDependencyError, TrainingDiverged
 from .functions import DELTA, check_labels, labels_of
 from .layers import SoftmaxWithLoss
 from .optimizers import make_optimizer
@@ -278,8 +278,13 @@ class Trainer:
         return tqdm(total=self.max_iter, unit="step", desc="training", leave=False, dynamic_ncols=True)
 
     def _validate(self):
-        """Shapes and labels, checked once for the whole dataset (so no step needs to)."""
+        """Libraries, shapes and labels, checked once for the whole dataset (so no step needs to)."""
         xp = self._xp
+        arrays = [v for v in getattr(self.network, "params", {}).values() if is_array(v)]
+        if arrays and namespace_of(arrays[0]) is not xp:
+            mine, theirs = library_name(namespace_of(arrays[0])), library_name(xp)
+            raise ArrayTypeError(f"the data are {theirs} arrays but the network's parameters {mine} ones; load or "
+                                 f"convert the data (portnet.asarray) with the {mine} backend active")
         classes = getattr(self.network, "output_size", None)
         for name, x, t in (("train", self.x_train, self.t_train), ("test", self.x_test, self.t_test)):
             if x.ndim < 1 or t.ndim < 1 or x.shape[0] != t.shape[0]:

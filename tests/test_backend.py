@@ -1,7 +1,10 @@
 """Backend selection: names, devices, errors, and moving arrays on and off a backend."""
 
+import json
+import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -43,7 +46,7 @@ def test_missing_library_says_what_to_install(monkeypatch):
 def test_invisible_cuda_device_is_an_error(monkeypatch):
     torch = pytest.importorskip("torch")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(pn.BackendUnavailableError, match=r"'cuda:0' is not visible: 0 CUDA device"):
+    with pytest.raises(pn.BackendUnavailableError, match=r"'cuda:0' is not visible: 0 usable NVIDIA GPU.*the CPU backends are numpy"):
         pn.set_backend("torch", "cuda:0")
 
 
@@ -177,3 +180,55 @@ def test_cupy_without_its_cuda_libraries_says_what_to_install():
     lib.float32 = "float32"
     with pytest.raises(pn.BackendUnavailableError, match=r"cannot compute on GPU 1.*libnvrtc.*pip install 'cupy-cuda12x\[ctk\]'"):
         backends._probe_cupy(lib, _FakeGpu(1))
+
+
+def _threads_after_selecting(backend_name, setup="", env=None):
+    """In a fresh process: select ``backend_name`` (after ``setup``), then report the BLAS threads
+    threadpoolctl sees and torch's intra-op threads."""
+    code = (f"import json, portnet.threads as th; {setup}\nimport portnet as pn; pn.set_backend({backend_name!r}); "
+            "from threadpoolctl import threadpool_info; import sys; t = sys.modules.get('torch'); "
+            "print(json.dumps({'blas': [i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'], "
+            "'torch': t.get_num_threads() if t else None, 'fitted': th._fitted}))")
+    env = {k: v for k, v in os.environ.items() if k != "PORTNET_THREADS"} | (env or {})
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+@pytest.mark.parametrize("name", ["numpy", "torch"])
+def test_selecting_a_cpu_backend_fits_the_threads_to_the_free_cores(name):
+    """Another program busy on one of two cores: the thread pools shrink to the free one, so a
+    loop written by hand (the book's) does not stall; every core free: the libraries' defaults."""
+    pytest.importorskip("threadpoolctl")
+    if name == "torch":
+        pytest.importorskip("torch")
+    busy = _threads_after_selecting(name, "th.usable_cores = lambda: 2; th.busy_cores = lambda: 1.0")
+    assert busy["fitted"] == {name: 1} and set(busy["blas"]) == {1}
+    if name == "torch":
+        assert busy["torch"] == 1
+    quiet = _threads_after_selecting(name, "th.usable_cores = lambda: 2; th.busy_cores = lambda: 0.1")
+    assert quiet["fitted"] == {name: None}
+    fixed = _threads_after_selecting(name, env={"PORTNET_THREADS": "1"})
+    assert fixed["fitted"] == {name: 1} and set(fixed["blas"]) == {1}
+
+
+def test_busy_cores_counts_another_program():
+    """A process spinning on one core shows as one busy core (the processor's counters)."""
+    from portnet import threads
+
+    if not os.path.exists("/proc/stat") or threads.usable_cores() < 2:
+        pytest.skip("needs Linux's /proc/stat and two cores")
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        seen = max(threads.busy_cores() for _ in range(3))
+    finally:
+        spinner.kill()
+    assert seen >= 0.8, seen
+
+
+def test_portnet_threads_must_be_a_number():
+    from portnet import threads
+
+    with pytest.raises(pn.InputError, match=r"threads 'many': expected 'auto' or a positive number"):
+        threads.fit_threads("numpy", "many")

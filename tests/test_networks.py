@@ -132,3 +132,55 @@ def test_accuracy_with_one_hot_labels(backend):
     labels = pn.to_numpy(backend.xp.argmax(net.predict(x), axis=1))
     assert net.accuracy(x, pn.asarray(labels)) == 1.0
     assert net.accuracy(x, pn.asarray(np.eye(3)[labels])) == 1.0
+
+
+def test_mixing_libraries_is_an_error_saying_what_to_do():
+    """A NumPy network given torch tensors (and the reverse) raises at once, naming both."""
+    torch = pytest.importorskip("torch")
+    with pn.use_backend("numpy"):
+        net = pn.TwoLayerNet(4, 3, 2, seed=0)
+    x, t = torch.zeros((2, 4)), torch.tensor([0, 1])
+    for call in (lambda: net.predict(x), lambda: net.loss(x, t), lambda: net.gradient(x, t), lambda: net.accuracy(x, t)):
+        with pytest.raises(pn.InputError, match=r"x is a torch array, but this network computes with numpy.*portnet.asarray\(x\)"):
+            call()
+    with pytest.raises(TypeError, match=r"t is a torch array"):  # ArrayTypeError is also a TypeError
+        net.loss(np.zeros((2, 4), dtype=np.float32), t)
+    with pn.use_backend("torch"):
+        on_torch = pn.TwoLayerNet(4, 3, 2, seed=0)
+    with pytest.raises(pn.InputError, match="x is a numpy array, but this network computes with torch"):
+        on_torch.predict(np.zeros((2, 4), dtype=np.float32))
+    params = {"W": np.zeros((2, 2))}
+    with pytest.raises(pn.InputError, match=r"params\['W'\] is a numpy array but grads\['W'\] a torch one"):
+        pn.SGD().update(params, {"W": torch.zeros((2, 2), dtype=torch.float64)})
+    with pytest.raises(pn.InputError, match=r"grads has 'V', which params does not"):
+        pn.Adam().update(params, {"V": np.zeros((2, 2))})
+    with pytest.raises(pn.InputError, match="the data are torch arrays but the network's parameters numpy ones"):
+        pn.Trainer(net, torch.zeros((4, 4)), torch.tensor([0, 1, 0, 1]), torch.zeros((2, 4)), torch.tensor([0, 1]),
+                   mini_batch_size=2, verbose=False)
+
+
+@pytest.mark.parametrize("model", ["two-layer", "batchnorm"])
+def test_numerical_gradient_is_float64_whatever_the_dtype(backend, mnist, model):
+    """The book's gradient check in float32: the central differences run in float64 (a float32
+    one keeps three digits and makes a correct backprop look wrong), returned in float32; the
+    parameters and the batch-norm statistics come back unchanged."""
+    (x_train, t_train), _ = mnist
+    make = {"two-layer": lambda: pn.TwoLayerNet(49, 8, 10, weight_init_std=0.1, dtype="float32", seed=0),
+            "batchnorm": lambda: pn.MultiLayerNet(49, [6, 5], 10, use_batchnorm=True, dtype="float32", seed=0)}[model]
+    net = make()
+    x, t = pn.asarray(pooled(x_train, 3), dtype="float32"), pn.asarray(t_train[:3])
+    before = {k: pn.to_numpy(v).copy() for k, v in {**net.params, **net.buffers()}.items()}
+    numerical = net.numerical_gradient(x, t)
+    after = {k: pn.to_numpy(v) for k, v in {**net.params, **net.buffers()}.items()}
+    for key, value in before.items():
+        assert after[key].dtype == np.float32 and np.array_equal(after[key], value), key
+    backprop = net.gradient(x, t)
+    for key, grad in numerical.items():
+        assert pn.to_numpy(grad).dtype == np.float32, key
+        diff = np.mean(np.abs(pn.to_numpy(grad) - pn.to_numpy(backprop[key])))
+        assert diff < 1e-6, f"{key}: {diff:.3g}"  # 2.5e-3 when the differences were float32
+
+
+def test_load_params_of_a_missing_file_says_so(tmp_path):
+    with pytest.raises(pn.CheckpointError, match=r"missing.pkl: no such file"):
+        pn.TwoLayerNet(4, 3, 2, seed=0).load_params(tmp_path / "missing.pkl")

@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 
 from .. import backend as _backend
-from ..arrays import dtype_name, from_numpy, namespace_of, to_numpy
-from ..errors import CheckpointError, InputError
+from ..arrays import dtype_name, from_numpy, library_name, namespace_of, to_numpy
+from ..errors import ArrayTypeError, CheckpointError, InputError
 from ..functions import check_labels, check_targets, labels_of
 from ..gradient import numerical_gradient as _numerical_gradient
 from ..layers import BatchNormalization, Dropout
@@ -51,6 +51,7 @@ class Network:
     # ------------------------------------------------------------------ the book's API
     def predict(self, x, train_flg=False):
         """Scores before the softmax (the book's predict)."""
+        self._own(x, "x")
         for layer in self.layer_list():
             x = layer.forward(x, train_flg)
         return x
@@ -63,7 +64,8 @@ class Network:
     def accuracy(self, x, t, batch_size=None) -> float:
         """Fraction of samples whose highest score is the label (one-hot or integer ``t``),
         predicted ``batch_size`` rows at a time (default: the network's ``accuracy_batch_size``)."""
-        xp = namespace_of(x, t)
+        xp = self._own(x, "x")
+        self._own(t, "t")
         n = x.shape[0]
         if t.shape[:1] != x.shape[:1]:
             raise InputError(f"accuracy: {n} samples in x but {t.shape[0] if t.ndim else 0} in t")
@@ -80,18 +82,32 @@ class Network:
         return int(correct) / n if n else 0.0
 
     def numerical_gradient(self, x, t):
-        """Gradients by central differences (ch. 4.4.2): slow, for checking :meth:`gradient`."""
-        self._check(x, t)
-        grads = {}
-        for key, value in list(self.params.items()):
-            def loss_at(w, key=key):
-                self.params[key] = w
-                return self._loss(x, t, train_flg=True)
+        """Gradients by central differences (ch. 4.4.2): slow, for checking :meth:`gradient`.
 
-            try:
-                grads[key] = _numerical_gradient(loss_at, value)
-            finally:
+        Computed in float64 whatever the network's dtype, as the book's float64 networks do (a
+        float32 central difference with h = 1e-4 keeps about three digits, and a correct backprop
+        would look wrong), and returned in the network's dtype. The parameters and batch-norm
+        statistics are restored afterwards."""
+        self._check(x, t)
+        xp, dtype = self.xp, self.dtype
+        saved, buffers = dict(self.params), self.buffers()
+        wide = xp.float64
+        x = xp.astype(x, wide) if xp.isdtype(x.dtype, "real floating") else x
+        t = xp.astype(t, wide) if xp.isdtype(t.dtype, "real floating") else t
+        grads = {}
+        try:
+            self.params.update({k: xp.astype(v, wide) for k, v in saved.items()})
+            for key in saved:
+                def loss_at(w, key=key):
+                    self.params[key] = w
+                    return self._loss(x, t, train_flg=True)
+
+                value = self.params[key]
+                grads[key] = xp.astype(_numerical_gradient(loss_at, value), dtype)
                 self.params[key] = value
+        finally:
+            self.params.update(saved)
+            self.load_buffers(buffers)
         return grads
 
     def gradient(self, x, t):
@@ -224,8 +240,21 @@ class Network:
             loss = loss + 0.5 * self.weight_decay_lambda * decay
         return loss
 
+    def _own(self, a, what):
+        """The namespace of ``a``, which must be this network's library (a type check: no sync)."""
+        found = namespace_of(a)
+        if found is not self.xp:
+            mine, theirs = library_name(self.xp), library_name(found)
+            raise ArrayTypeError(
+                f"{what} is a {theirs} array, but this network computes with {mine}: mixing them would fail or copy "
+                f"silently; convert it with portnet.asarray({what}) while the {mine} backend is active"
+            )
+        return found
+
     def _check(self, x, t):
-        """Shapes and label range, with errors that name what is wrong."""
+        """Library, shapes and label range, with errors that name what is wrong."""
+        self._own(x, "x")
+        self._own(t, "t")
         if x.ndim < 1 or t.ndim < 1 or t.shape[0] != x.shape[0]:
             raise InputError(f"x and t disagree on the number of samples: shapes {tuple(x.shape)} and {tuple(t.shape)}")
         check_targets(namespace_of(x, t), (x.shape[0], self.output_size), t)
