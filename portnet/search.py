@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from . import checks
+from .backend import BACKENDS
 from .errors import InputError, MissingDependencyError, PortnetError, TrainingDiverged
 from .io import check_writable, write_atomic
 from .optimizers import OPTIMIZERS
@@ -80,7 +81,10 @@ class Search:
         for name in ("trials", "epochs", "train_size", "batch_size"):
             set_(name, checks.integer(_option(name), getattr(self, name)))
         set_("seed", checks.integer("--seed", self.seed, least=0))
-        share = float(self.validation)
+        try:
+            share = float(self.validation)
+        except (TypeError, ValueError):
+            share = math.nan
         if not 0 < share < 1:
             raise InputError(f"--validation must lie strictly between 0 and 1 (the share of --train-size held out), "
                              f"got {self.validation!r}")
@@ -116,11 +120,15 @@ class Search:
 
     def describe(self) -> str:
         sizes = "-".join(map(str, (784, *self.hidden, 10)))
-        return (f"{self.trials} trials of MultiLayerNet({sizes}), {self.optimizer}, batch {self.batch_size}, "
+        return (f"{_trials(self.trials)} of MultiLayerNet({sizes}), {self.optimizer}, batch {self.batch_size}, "
                 f"{self.epochs} epochs on {self.train_count} training images, scored on {self.validation_count} "
                 f"validation images (the first {self.train_size} of MNIST's training set, shuffled); "
                 f"lr {self.lr_range[0]:g}..{self.lr_range[1]:g}, weight decay {self.decay_range[0]:g}.."
                 f"{self.decay_range[1]:g}, log-uniform; seed {self.seed}")
+
+
+def _trials(n: int) -> str:
+    return f"{n} trial{'s' if n != 1 else ''}"
 
 
 def _option(field: str) -> str:
@@ -355,9 +363,10 @@ def _on_dask(client, search, pending, data_dir, threads):
     for future in as_completed(futures):
         try:
             yield future.result()
-        except KilledWorker:
-            raise PortnetError(f"trial {futures[future]} killed every worker that ran it (Dask's "
-                               f"distributed.scheduler.allowed-failures); the other finished trials are recorded") from None
+        except KilledWorker as exc:
+            raise PortnetError(f"trial {futures[future]} killed its worker {exc.allowed_failures + 1} times (Dask's "
+                               f"distributed.scheduler.allowed-failures is {exc.allowed_failures}); the finished trials "
+                               f"are recorded") from None
         except ImportError as exc:
             raise MissingDependencyError(f"a Dask worker could not run portnet ({exc}); install portnet on every "
                                          f"worker") from None
@@ -379,14 +388,17 @@ def _client(scheduler, workers, dashboard, env):
         with Client(scheduler, timeout=timeout) as client:
             yield client, f"the Dask scheduler at {scheduler}"
         return
-    address = f"127.0.0.1:{dashboard}" if dashboard is not None else None
-    if address and importlib.util.find_spec("bokeh") is None:
+    if dashboard is None:  # the scheduler's HTTP server (health, metrics) on a free port, not 8787
+        http = {"dashboard_address": None, "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"}}
+    elif importlib.util.find_spec("bokeh") is None:
         raise MissingDependencyError("--dashboard needs bokeh: pip install bokeh")
+    else:
+        http = {"dashboard_address": f"127.0.0.1:{dashboard}"}
     with _environment_kept(), dask.config.set({_TRIM: None}), \
-            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                         dashboard_address=address, env=env) as cluster, Client(cluster) as client:
+            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", env=env,
+                         **http) as cluster, Client(cluster) as client:
         where = f"a LocalCluster of {workers} worker process{'es' if workers > 1 else ''} on 127.0.0.1"
-        yield client, where + (f", dashboard {cluster.dashboard_link}" if address else "")
+        yield client, where + (f", dashboard {cluster.dashboard_link}" if dashboard is not None else "")
 
 
 @contextlib.contextmanager
@@ -455,7 +467,7 @@ def add_arguments(parser) -> None:
                        "127.0.0.1:PORT (needs bokeh)")
     where.add_argument("--threads", type=int, default=1, help="BLAS threads a trial (default: 1, which makes a trial's "
                        "result the same on every worker)")
-    where.add_argument("--backend", choices=("numpy", "cupy", "torch", "jax", "array_api_strict"),
+    where.add_argument("--backend", choices=BACKENDS,
                        help="this machine's backend (default: $PORTNET_BACKEND or numpy); a --scheduler's workers "
                             "use their own PORTNET_BACKEND / PORTNET_DEVICE")
     where.add_argument("--device", help="this machine's device, e.g. cuda:1 (torch), 1 (cupy)")
@@ -510,7 +522,7 @@ def main(args) -> int:
                 if results is None and args.results is not None:  # once the trials have somewhere to run
                     results = Results.create(args.results, search)
                     stack.callback(results.close)
-                print(f"portnet: {len(pending)} trials on {where}", flush=True)
+                print(f"portnet: {_trials(len(pending))} on {where}", flush=True)
                 bar = run.enter_context(_progress(len(pending), not args.no_progress))
                 for record in trials:
                     if results is not None:
@@ -519,7 +531,7 @@ def main(args) -> int:
                     _say(bar, f"{_line(record)}  (trial {record['trial']})")
                     if bar is not None:
                         bar.update(1)
-            print(f"portnet: {len(pending)} trials in {time.perf_counter() - start:.1f} s", flush=True)
+            print(f"portnet: {_trials(len(pending))} in {time.perf_counter() - start:.1f} s", flush=True)
     _report(search, records, args.plot)
     return 0
 
@@ -540,6 +552,9 @@ def _where(args) -> dict:
         raise InputError("--workers sizes a LocalCluster on this machine; a --scheduler has its own workers")
     if args.backend and not args.device:
         env["PORTNET_DEVICE"] = ""
+    name = {**os.environ, **env}.get("PORTNET_BACKEND")
+    if not args.scheduler and name and name not in BACKENDS:  # before any worker starts
+        raise InputError(f"PORTNET_BACKEND={name!r} is not a backend; expected one of {', '.join(BACKENDS)}")
     return env
 
 

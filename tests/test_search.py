@@ -5,6 +5,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -41,6 +42,12 @@ def table(path) -> list[dict]:
     return sorted(({k: v for k, v in r.items() if k not in WHERE} for r in records), key=lambda r: r["trial"])
 
 
+def local_cluster(distributed, workers):
+    """A cluster of worker processes on 127.0.0.1, its HTTP server on a free port."""
+    return distributed.LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
+                                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
+
+
 def best_lines(stdout) -> list[str]:
     return [line for line in stdout.splitlines() if line.startswith("Best-")]
 
@@ -70,13 +77,17 @@ def test_serial_run_prints_and_records_the_book_protocol(serial):
            f" --epochs 2 --batch-size 100" in stdout
 
 
-def test_a_local_cluster_gives_the_serial_table(serial, mnist_dir, tmp_path):
+def test_a_local_cluster_gives_the_serial_table(serial, mnist_dir, tmp_path, recwarn):
     pytest.importorskip("distributed")
     path = tmp_path / "cluster.jsonl"
     environment = os.environ.copy()
-    status, stdout = search(mnist_dir, "--workers", "2", "--results", str(path))
+    with contextlib.ExitStack() as stack:
+        with contextlib.suppress(OSError):  # Dask's default HTTP port taken: the cluster must not want it
+            stack.enter_context(socket.create_server(("127.0.0.1", 8787)))
+        status, stdout = search(mnist_dir, "--workers", "2", "--results", str(path))
     assert status == 0
     assert os.environ == environment  # Dask's workers' variables (OMP_NUM_THREADS=1, ...) stay theirs
+    assert not [w for w in recwarn if "already in use" in str(w.message)]
     assert "6 trials on a LocalCluster of 2 worker processes on 127.0.0.1" in stdout
     assert table(path) == table(serial[0])
     assert best_lines(stdout) == best_lines(serial[1])
@@ -96,7 +107,7 @@ def test_a_killed_worker_has_its_trial_rerun(serial, mnist_dir, tmp_path):
                 os._exit(1)
 
     with _environment_kept(), \
-            distributed.LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=None) as cluster, \
+            local_cluster(distributed, 2) as cluster, \
             distributed.Client(cluster) as client:
         client.register_plugin(KillOnce())
         status, stdout = search(mnist_dir, "--scheduler", cluster.scheduler_address, "--results", str(path))
@@ -107,6 +118,30 @@ def test_a_killed_worker_has_its_trial_rerun(serial, mnist_dir, tmp_path):
     assert len(lines(path)) == 7
     assert next(r for r in lines(path)[1:] if r["trial"] == 2)["worker"].split(":")[1] != str(killed)
     assert all(n <= 1 for n in loads.values()), f"the data loaded more than once in a worker: {loads}"
+
+
+def test_a_trial_that_keeps_killing_workers_stops_the_search_in_one_line(mnist_dir, tmp_path, capsys):
+    dask = pytest.importorskip("dask")
+    distributed = pytest.importorskip("distributed")
+    path = tmp_path / "results.jsonl"
+
+    class KillAlways(distributed.WorkerPlugin):
+        def transition(self, key, start, finish, **kwargs):
+            if finish == "executing" and str(key).startswith("portnet-trial-2-"):
+                os._exit(1)
+
+    with _environment_kept(), dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            local_cluster(distributed, 1) as cluster, \
+            distributed.Client(cluster) as client:
+        client.register_plugin(KillAlways())
+        status = search(mnist_dir, "--scheduler", cluster.scheduler_address, "--results", str(path))[0]
+    assert status == 1
+    err = capsys.readouterr().err.splitlines()[-1]  # after Dask's own log lines
+    failed = re.fullmatch(r"portnet: error: trial (\d) killed its worker 1 times \(Dask's distributed\.scheduler\."
+                          r"allowed-failures is 0\); the finished trials are recorded", err)
+    assert failed, err  # trial 2, or a trial queued on the worker that died with it
+    recorded = [r["trial"] for r in lines(path)[1:]]
+    assert 2 not in recorded and int(failed[1]) not in recorded and len(recorded) == len(set(recorded))
 
 
 def test_resume_runs_only_the_missing_trials(serial, mnist_dir, tmp_path):
