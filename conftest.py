@@ -5,6 +5,10 @@ made on the wrong device fails there, without a GPU); torch on the CPU and on CU
 Select with ``pytest --backend NAME`` (repeatable; a library name or an id such as ``torch-cpu``)
 or ``PORTNET_BACKEND=NAME``. A backend that cannot run here is skipped with its reason; a GPU one
 fails instead when ``PORTNET_REQUIRE_GPU=1``, and so does any backend named explicitly.
+
+For ``benchmarks/gpu_check.py``: ``--gpu-subset`` runs the matrix's tests only (the others, CPU-only,
+skip saying so) and ``--time-share SECONDS`` starts no test once that much time has passed (the
+rest skip saying so), so that a run bounded by a GPU lease ends by itself and reports.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,6 +59,10 @@ def pytest_addoption(parser):
         help="run the backend matrix on this backend only (repeatable): "
         + ", ".join(sorted({c.name for c in CANDIDATES} | {c.id for c in CANDIDATES})),
     )
+    parser.addoption("--gpu-subset", action="store_true",
+                     help="only the backend matrix's tests run; every other test (CPU-only) skips, saying so")
+    parser.addoption("--time-share", type=float, metavar="SECONDS",
+                     help="start no test after SECONDS from the session's start; the rest skip, saying so")
 
 
 #: The user's backend settings, read once and then removed from the environment: they choose the
@@ -107,6 +116,24 @@ def pytest_report_header(config):
     return ["portnet backend matrix:", *rows]
 
 
+#: The skip reasons benchmarks/gpu_check.py counts.
+CPU_ONLY = "CPU-only (takes no backend): outside the GPU check's subset (--gpu-subset)"
+SHARE_SPENT = "not run: the time share of this run was spent (--time-share)"
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--gpu-subset"):
+        for item in items:
+            if "backend" not in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.skip(reason=CPU_ONLY))
+
+
+def pytest_runtest_setup(item):
+    share = item.config.getoption("--time-share")
+    if share is not None and time.monotonic() - item.config._portnet_start >= share:
+        pytest.skip(SHARE_SPENT)
+
+
 @pytest.fixture
 def backend(request):
     """The Backend under test, active for the test's duration (arrays it creates land on it)."""
@@ -131,8 +158,10 @@ def xp(backend):
 
 # --------------------------------------------------------------------------- data
 def pytest_configure(config):
-    """The backend settings move from the environment into the matrix; tests write parsed-data
-    caches into a throwaway directory, never the user's cache."""
+    """The session's clock starts (``--time-share``); the backend settings move from the
+    environment into the matrix; tests write parsed-data caches into a throwaway directory, never
+    the user's cache."""
+    config._portnet_start = time.monotonic()
     config._portnet_env = {name: os.environ.pop(name) for name in _ENVIRONMENT if name in os.environ}
     backends._active = None
     if not os.environ.get("PORTNET_CACHE_DIR"):

@@ -3,11 +3,16 @@ own code, in one run; on a GPU machine also CuPy and torch-cuda against PyTorch-
 
     python benchmarks/bench_training.py [--only mlp,book-loop,cnn,busy,jax,gradcheck,inference,memory]
                                         [--repeats 5] [--quick] [--slow-backends] [--gpu-only]
+                                        [--backends cupy,torch-cuda] [--sizes all|default]
+                                        [--conv-steps N] [--limit N]
                                         [--json benchmark-results.json] [--markdown results.md]
 
 Runners take turns round by round (see timing.py) and each figure is the median of the rounds.
 "/floor" divides by the step's arithmetic (6 x batch x weights FLOPs) at the float32 matmul rate
-measured in the same run, on the runner's own device.
+measured in the same run, on the runner's own device. ``--backends`` (``--gpu-only``: the GPU
+ones usable here) times portnet on those backends only, against PyTorch on their devices. The
+results are written after each job, so a run stopped part-way keeps what it measured. The
+checkout's portnet is the one timed.
 """
 
 from __future__ import annotations
@@ -21,13 +26,18 @@ import time
 
 import numpy as np
 
-import portnet as pn
-import report
-import timing
-from runners_cnn import BookConvNet, PortnetConvNet, TorchEagerConvNet
-from runners_mlp import NumpyByHand, PortnetBookLoop, PortnetTrainer, TorchByHand, TorchEager
+from paths import ROOT, SHARED
 
-SIZES = [("784-50-10", [50], 100), ("784-50-10", [50], 1000), ("784-1000-1000-10", [1000, 1000], 1000)]
+sys.path.insert(0, str(ROOT))  # the checkout's portnet, and tests.reference for the book's layers
+
+import portnet as pn  # noqa: E402
+import report  # noqa: E402
+import timing  # noqa: E402
+from runners_cnn import BookConvNet, PortnetConvNet, TorchEagerConvNet  # noqa: E402
+from runners_mlp import NumpyByHand, PortnetBookLoop, PortnetTrainer, TorchByHand, TorchEager  # noqa: E402
+
+SIZES = {"all": [("784-50-10", [50], 100), ("784-50-10", [50], 1000), ("784-1000-1000-10", [1000, 1000], 1000)],
+         "default": [("784-100-100-10", [100, 100], 100)]}  # default: the model of `portnet train`
 SLOW = ("jax", "array_api_strict")
 
 
@@ -46,14 +56,27 @@ def usable(include_slow=False, gpu_only=False):
     return found
 
 
-def torch_devices(gpu_only=False):
+def chosen(args, include_slow=False):
+    """The portnet backends to time: ``--backends`` (each must run here), else those usable here."""
+    if args.backends is None:
+        return usable(include_slow)
+    rows = {row[0]: row for row in pn.backend.MATRIX}
+    for backend_id in args.backends:
+        pn.backend.make_backend(*rows[backend_id][1:3])  # fails, saying why, where it cannot run
+    return [rows[b] for b in args.backends]
+
+
+def torch_devices(args):
+    """The PyTorch baselines' devices: those of ``--backends``, else the CPU and CUDA if present."""
     try:
         import torch
     except ImportError:
         print("  skipped the PyTorch baselines: torch is not installed", file=sys.stderr)
         return []
     torch.set_num_threads(os.cpu_count() or 1)
-    return (["cpu"] if not gpu_only else []) + (["cuda"] if torch.cuda.is_available() else [])
+    if args.backends is not None:
+        return list(dict.fromkeys("cuda" if gpu else "cpu" for _, _, _, gpu in chosen(args)))
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def step_flops(hidden, samples) -> float:
@@ -64,11 +87,11 @@ def step_flops(hidden, samples) -> float:
 # --------------------------------------------------------------------------- the jobs
 def bench_mlp(data, args, rates):
     rows = []
-    for size, hidden, batch in SIZES:
-        runners = [] if args.gpu_only else [NumpyByHand(hidden, batch, data)]
-        for device in torch_devices(args.gpu_only):
+    for size, hidden, batch in SIZES[args.sizes]:
+        runners = [] if args.backends is not None else [NumpyByHand(hidden, batch, data)]
+        for device in torch_devices(args):
             runners += [TorchEager(device, hidden, batch, data), TorchByHand(device, hidden, batch, data)]
-        for backend_id, name, device, gpu in usable(args.slow_backends, args.gpu_only):
+        for backend_id, name, device, gpu in chosen(args, args.slow_backends):
             runners.append(PortnetTrainer(backend_id, name, device, hidden, batch, data))
         times = timing.interleaved(runners, args.repeats, lambda r: r.epoch())
         for r in runners:
@@ -97,19 +120,20 @@ def bench_book_loop(data, args):
 def bench_cnn(data, args):
     rows = []
     conv_data = ((data[0][0].reshape(-1, 1, 28, 28), data[0][1]), data[1])
-    for kind, steps, book_steps in (("simple", 20, 4), ("deep", 5, 1)):
+    epoch = data[0][0].shape[0] // 100
+    for kind, steps, book_steps in (("simple", args.conv_steps or 20, 4), ("deep", args.conv_steps or 5, 1)):
         model = {"simple": "SimpleConvNet", "deep": "DeepConvNet"}[kind]
         runners = []
-        if not args.gpu_only and not (args.quick and kind == "deep"):
+        if args.backends is None and not (args.quick and kind == "deep"):
             runners.append(BookConvNet(kind, conv_data))
-        runners += [TorchEagerConvNet(device, kind, conv_data) for device in torch_devices(args.gpu_only)]
-        runners += [PortnetConvNet(b, name, device, kind, conv_data) for b, name, device, _ in usable(False, args.gpu_only)]
+        runners += [TorchEagerConvNet(device, kind, conv_data) for device in torch_devices(args)]
+        runners += [PortnetConvNet(b, name, device, kind, conv_data) for b, name, device, _ in chosen(args)]
         block = {r.label: book_steps if isinstance(r, BookConvNet) else steps for r in runners}
         times = timing.interleaved(runners, args.repeats, lambda r: r.steps(block[r.label]))
         part = []
         for r in runners:
             per_step = timing.median(times[r.label]) / block[r.label]
-            part.append({"model": model, "runner": r.label, "s_per_epoch": 600 * per_step, "final_loss": r.loss()})
+            part.append({"model": model, "runner": r.label, "s_per_epoch": epoch * per_step, "final_loss": r.loss()})
         for row in part:
             device = "cuda" if ("cuda" in row["runner"] or "cupy" in row["runner"]) else "cpu"
             eager = next((r["s_per_epoch"] for r in part if r["runner"] == f"torch eager ({device})"), None)
@@ -192,7 +216,7 @@ def bench_inference(data, weights_path, args):
     _, (x_test, t_test) = data
     book = pn.read_pickled_arrays(weights_path)
     for batch in (100, 10000):
-        for backend_id, name, device, _ in usable(False, args.gpu_only):
+        for backend_id, name, device, _ in chosen(args):
             with pn.use_backend(name, device):
                 w = {k: pn.asarray(v) for k, v in book.items()}
                 x, t, xp, sync = pn.asarray(x_test), pn.asarray(t_test), pn.get_namespace(), timing.sync_for(name, device)
@@ -239,7 +263,7 @@ def memory_child(label, epochs, data_dir):
 
 def bench_memory(args):
     rows = []
-    for label in ["numpy by hand", *(f"portnet {b[0]}" for b in usable(args.slow_backends, args.gpu_only))]:
+    for label in ["numpy by hand", *(f"portnet {b[0]}" for b in chosen(args, args.slow_backends))]:
         cmd = [sys.executable, __file__, "--memory-child", label, "4"] + (["--data-dir", args.data_dir] if args.data_dir else [])
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
@@ -258,11 +282,18 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5, help="rounds per runner (the median is reported)")
     parser.add_argument("--quick", action="store_true", help="fewer sizes and rounds; no book DeepConvNet")
     parser.add_argument("--slow-backends", action="store_true", help="also time jax and array_api_strict in the MLP table")
-    parser.add_argument("--gpu-only", action="store_true", help="only GPU runners (for benchmarks/gpu_check.py)")
+    parser.add_argument("--gpu-only", action="store_true", help="--backends: the GPU backends usable here")
+    parser.add_argument("--backends", type=lambda text: [b for b in text.split(",") if b], metavar="IDS",
+                        help="portnet on these backends only (ids of portnet.backend.MATRIX), against PyTorch on "
+                             "their devices; no NumPy or book's-code runners")
+    parser.add_argument("--sizes", choices=SIZES, default="all",
+                        help="the MLP table's networks: all, or the default model of `portnet train` only")
+    parser.add_argument("--conv-steps", type=int, metavar="N", help="ConvNet steps per timed block (default 20 and 5)")
+    parser.add_argument("--limit", type=int, metavar="N", help="train on the first N training images only")
     parser.add_argument("--json", default="benchmark-results.json", help="where to write the results")
     parser.add_argument("--markdown", help="also write the tables as Markdown here")
     parser.add_argument("--data-dir", help="MNIST directory (default: $PORTNET_DATA_DIR or the cache)")
-    parser.add_argument("--weights", help="the book's sample_weight.pkl (default: ../shared/data/book/)")
+    parser.add_argument("--weights", help=f"the book's sample_weight.pkl (default: {SHARED / 'book'})")
     parser.add_argument("--memory-child", nargs=2, metavar=("RUNNER", "EPOCHS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
@@ -271,14 +302,25 @@ def main(argv=None):
     unknown = sorted(set(jobs) - set(JOBS))
     if unknown:
         parser.error(f"unknown jobs {unknown}; expected some of {', '.join(JOBS)}")
+    known = {row[0] for row in pn.backend.MATRIX}
+    if args.backends is not None and (not args.backends or set(args.backends) - known):
+        parser.error(f"--backends {','.join(args.backends)}: expected ids among {', '.join(sorted(known))}")
+    if args.weights and not os.path.isfile(args.weights):
+        parser.error(f"--weights {args.weights}: no such file")
+    if args.gpu_only:
+        args.backends = [b[0] for b in usable(gpu_only=True)]
+        if not args.backends:
+            parser.error("--gpu-only: no GPU backend is usable here")
     if args.quick:
-        SIZES[:] = SIZES[:2]
+        SIZES[args.sizes] = SIZES[args.sizes][:2]
         args.repeats = min(args.repeats, 3)
     with pn.use_backend("numpy"):
-        data = pn.load_mnist(data_dir=args.data_dir)
-    results = {"machine": timing.machine_name(), "versions": timing.versions(), "argv": sys.argv}
+        (x, t), test = pn.load_mnist(data_dir=args.data_dir)
+    data = ((x[: args.limit], t[: args.limit]), test)
+    results = {"machine": timing.machine_name(), "versions": timing.versions(), "argv": sys.argv,
+               "train_images": x[: args.limit].shape[0], "skipped": []}
     rates = {"cpu": timing.matmul_rate("cpu")}
-    gpu_backends = [b[0] for b in usable(False, gpu_only=True)]
+    gpu_backends = [b[0] for b in (chosen(args) if args.backends is not None else usable(gpu_only=True)) if b[3]]
     if "torch-cuda" in gpu_backends:
         rates["gpu"] = timing.matmul_rate("cuda")
     elif "cupy" in gpu_backends:
@@ -286,35 +328,35 @@ def main(argv=None):
     results["matmul_flops"] = rates
     results["machine"] += f"; float32 matmul {rates['cpu'] / 1e9:.0f} GFLOP/s (CPU)" + (
         f", {rates['gpu'] / 1e12:.1f} TFLOP/s (GPU, TF32 off)" if "gpu" in rates else "")
-    pairs = []
-    if "mlp" in jobs:
-        results["training"] = bench_mlp(data, args, rates)
-    if "book-loop" in jobs and not args.gpu_only:
-        pairs += bench_book_loop(data, args)
-    if "cnn" in jobs:
-        results["conv"] = bench_cnn(data, args)
-    if "busy" in jobs and not args.gpu_only:
-        pairs += bench_busy(data, args)
-    if "jax" in jobs and not args.gpu_only:
-        pairs += bench_jax(data, args)
-    if "gradcheck" in jobs and not args.gpu_only:
-        pairs += bench_gradcheck(data, args)
-    results["pairs"] = pairs
-    weights = args.weights or os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "book", "sample_weight.pkl")
-    if "inference" in jobs:
-        if os.path.isfile(weights):
+    results["pairs"] = []
+    weights = args.weights or str(SHARED / "book" / "sample_weight.pkl")
+    cpu_jobs = {"book-loop": bench_book_loop, "busy": bench_busy, "jax": bench_jax, "gradcheck": bench_gradcheck}
+    for job in jobs:
+        if job == "mlp":
+            results["training"] = bench_mlp(data, args, rates)
+        elif job == "cnn":
+            results["conv"] = bench_cnn(data, args)
+        elif job == "inference" and not os.path.isfile(weights):
+            results["skipped"].append(f"inference: the book's sample_weight.pkl is not at {weights} (pass --weights)")
+        elif job == "inference":
             results["inference"] = bench_inference(data, weights, args)
+        elif job == "memory":
+            results["memory"] = bench_memory(args)
+        elif args.backends is not None:
+            results["skipped"].append(f"{job}: CPU comparisons, not run with --backends/--gpu-only")
         else:
-            print(f"  skipped inference: the book's sample_weight.pkl is not at {weights} (pass --weights)", file=sys.stderr)
-    if "memory" in jobs:
-        results["memory"] = bench_memory(args)
+            results["pairs"] += cpu_jobs[job](data, args)
+        save(results, args)  # after each job: a run stopped part-way keeps what it measured
     print(report.render(results))
+    print(f"wrote {args.json}" + (f" and {args.markdown}" if args.markdown else ""))
+
+
+def save(results, args):
     with open(args.json, "w") as f:
         json.dump(results, f, indent=1, default=str)
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(report.render(results, markdown=True))
-    print(f"wrote {args.json}" + (f" and {args.markdown}" if args.markdown else ""))
 
 
 if __name__ == "__main__":

@@ -36,10 +36,11 @@ PAIRS = [("what", "what", "{}"), ("runner", "runner", "{}"), ("s", "s", "{:.3f}"
 
 def render(results, markdown=False) -> str:
     out = [f"{results['machine']}", ""]
+    images = results.get("train_images", 60000)
     if results.get("training"):
-        out += ["training, s per epoch of 60000 images (float32, SGD lr 0.1)", table(results["training"], TRAINING, markdown), ""]
+        out += [f"training, s per epoch of {images} images (float32, SGD lr 0.1)", table(results["training"], TRAINING, markdown), ""]
     if results.get("conv"):
-        out += ["ConvNets, batch 100, Adam (s per epoch of 600 steps, from the median step)",
+        out += [f"ConvNets, batch 100, Adam (s per epoch of {images // 100} steps, from the median step)",
                 table(results["conv"], CONV, markdown), ""]
     if results.get("pairs"):
         out += ["comparisons", table(results["pairs"], PAIRS, markdown), ""]
@@ -48,4 +49,5 @@ def render(results, markdown=False) -> str:
         if results.get(key):
             columns = [(k, k, "{:.4f}" if isinstance(v, float) else "{}") for k, v in results[key][0].items()]
             out += [heading, table(results[key], columns, markdown), ""]
+    out += [f"skipped {line}" for line in results.get("skipped", [])]
     return "\n".join(out)

@@ -1,7 +1,8 @@
 """Runners that train the book's ConvNets (batch 100, Adam lr 0.001) a block of steps per call.
 
-- ``PortnetConvNet``: the book's loop on portnet, ``net.gradient`` then ``optimizer.update``, the
-  mini-batch gathered on the device from a shuffle drawn there (float32);
+- ``PortnetConvNet``: the Trainer's step on portnet, ``net.loss_and_gradient`` (no label check a
+  step: the Trainer checks its dataset once) then ``optimizer.update``, the mini-batch gathered on
+  the device from a shuffle drawn there (float32);
 - ``TorchEagerConvNet``: nn.Conv2d / MaxPool2d / Linear, autograd and optim.Adam;
 - ``BookConvNet``: the book's own algorithm in NumPy float64, as its code computes (im2col with
   assignments, col2im, argmax pooling, in-place Adam), from ``tests/reference.py``.
@@ -10,16 +11,11 @@ Each has ``label``, ``steps(k)``, ``sync()`` and ``loss()``.
 
 from __future__ import annotations
 
-import os
-import sys
-
 import numpy as np
 
 import portnet as pn
+from tests import reference as ref  # the book's algorithm, shared with the tests
 from timing import sync_for
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from tests import reference as ref  # noqa: E402  (the book's algorithm, shared with the tests)
 
 BATCH, LR = 100, 0.001
 
@@ -43,11 +39,12 @@ class PortnetConvNet:
                 self.order, self.i = self.rng.permutation(self.x.shape[0]), 0
             idx = self.order[self.i * BATCH : (self.i + 1) * BATCH]
             self.i += 1
-            grads = self.net.gradient(xp.take(self.x, idx, axis=0), xp.take(self.t, idx, axis=0))
+            _, grads = self.net.loss_and_gradient(xp.take(self.x, idx, axis=0), xp.take(self.t, idx, axis=0),
+                                                  check=False)
             self.optimizer.update(self.net.params, grads)
 
     def loss(self):
-        return float(self.net.loss(self.x[:500, ...], self.t[:500]))
+        return float(self.net.loss(self.x[:BATCH, ...], self.t[:BATCH]))
 
 
 class TorchEagerConvNet:

@@ -6,15 +6,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-import os
-import sys
-
 import numpy as np
 
 import portnet as pn
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from tests import reference as ref  # noqa: E402  (the book's layers, shared with the tests)
+from tests import reference as ref  # the book's layers, shared with the tests
 
 
 def portnet_gradient_check(x, t) -> float:

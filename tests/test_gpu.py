@@ -1,7 +1,10 @@
 """Checks that only a GPU backend can make: no host synchronisation inside a training step, and
-full MNIST trained on the device. On CPU backends they skip, saying so."""
+full MNIST trained on the device. array_api_strict's ``device1`` stands in for a GPU in the
+audit (no value may leave it for the host), so that the audit runs, and can fail, on a CPU; the
+other CPU backends skip, saying so."""
 
 import contextlib
+import warnings
 
 import numpy as np
 import pytest
@@ -9,38 +12,109 @@ import pytest
 import portnet as pn
 
 
+def _on_gpu(backend):
+    return backend.name == "cupy" or (backend.name == "torch" and backend.device.type == "cuda")
+
+
 def _gpu_only(backend):
     if not _on_gpu(backend):
         pytest.skip(f"{backend.name} on {backend.device}: a GPU check (the CPU has no host-device boundary)")
 
 
-def _on_gpu(backend):
-    return backend.name == "cupy" or (backend.name == "torch" and backend.device.type == "cuda")
+class HostReadback(RuntimeError):
+    """A value was read back to the host inside an audited block."""
+
+
+#: How an array_api_strict array reaches the host: Python scalars, NumPy and DLPack exports.
+_READBACKS = ("__bool__", "__int__", "__float__", "__index__", "__complex__", "__array__", "__buffer__", "__dlpack__")
+
+
+@contextlib.contextmanager
+def no_host_readback():
+    """array_api_strict's stand-in for a GPU sync audit: inside the block, reading any value of an
+    array back to the host (``float(loss)``, ``bool(...)``, ``int(...)``, a NumPy or DLPack export,
+    ``to_device`` onto the CPU) raises :class:`HostReadback`."""
+    import array_api_strict
+
+    array = type(array_api_strict.asarray(0))
+    saved = {name: array.__dict__[name] for name in (*_READBACKS, "to_device") if name in array.__dict__}
+
+    def refuse(name):
+        def method(self, *args, **kwargs):
+            raise HostReadback(f"{name} read an array on {self.device} back to the host inside an audited block")
+
+        return method
+
+    def to_device(self, device, /, stream=None):
+        if device == array_api_strict.Device() and self.device != device:
+            raise HostReadback(f"to_device moved an array on {self.device} to the host inside an audited block")
+        return saved["to_device"](self, device, stream=stream)
+
+    for name in saved:
+        setattr(array, name, to_device if name == "to_device" else refuse(name))
+    try:
+        yield
+    finally:
+        for name, method in saved.items():
+            setattr(array, name, method)
+
+
+def _audited(backend):
+    """Where the audit can look: a GPU, or array_api_strict off its CPU device."""
+    if not (_on_gpu(backend) or (backend.name == "array_api_strict" and backend.device != backend.xp.Device())):
+        pytest.skip(f"{backend.name} on {backend.device}: no host-device boundary to audit "
+                    f"(array_api_strict's device1 stands in for a GPU)")
 
 
 @contextlib.contextmanager
 def _no_sync(backend):
-    """Any host synchronisation inside the block is an error (CuPy, PyTorch's sync debug mode)."""
+    """Any host synchronisation inside the block is an error: CuPy's ``allow_synchronize(False)``
+    with every warning an error (it sees ``.get()`` and ``Device.synchronize`` only; the stream
+    capture probe of ``benchmarks/gpu_probe.py`` sees the rest), PyTorch's sync debug mode, or
+    the stand-in's :func:`no_host_readback`."""
+    if backend.name == "array_api_strict":
+        with no_host_readback():
+            yield
+        return
     if backend.name == "cupy":
         import cupyx
 
-        with cupyx.allow_synchronize(False):
-            yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"cupyx\.allow_synchronize")  # its deprecation notice
+            with cupyx.allow_synchronize(False):
+                warnings.simplefilter("error")  # e.g. a PerformanceWarning, an array on another GPU
+                yield
         return
     import torch
 
     torch.cuda.set_sync_debug_mode("error")
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            yield
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_the_stand_in_audit_refuses_a_read_back():
+    """The audit's stand-in can fail: a loss read back inside the block is refused, and the
+    array's methods are whole again afterwards."""
+    import array_api_strict
+
+    loss = array_api_strict.asarray(1.5, device=array_api_strict.Device("device1"))
+    with no_host_readback():
+        for read in (float, bool, np.asarray, lambda a: a.to_device(array_api_strict.Device())):
+            with pytest.raises(HostReadback):
+                read(loss)
+        assert loss.to_device(loss.device).device == loss.device  # staying on the device is no read-back
+    assert float(loss) == 1.5
 
 
 @pytest.mark.parametrize("model", ["multi-layer", "simple-conv"])
 def test_no_host_sync_inside_an_epoch(backend, mnist, model):
     """A Trainer epoch (shuffle on the device, gathers, forward, backward, optimizer) with its losses
     read back only after the block: nothing inside may wait for the device."""
-    _gpu_only(backend)
+    _audited(backend)
     (x_train, t_train), _ = mnist
     n = 2000
     x = pn.asarray(x_train[:n], dtype="float32")
