@@ -39,7 +39,7 @@ import numpy as np
 from . import checks
 from .backend import BACKENDS
 from .errors import InputError, MissingDependencyError, PortnetError, TrainingDiverged
-from .io import check_writable, write_atomic
+from .persistence import check_writable, write_atomic
 from .optimizers import OPTIMIZERS
 
 try:
@@ -457,7 +457,8 @@ def add_arguments(parser) -> None:
     files.add_argument("--resume", type=Path, metavar="FILE", help="continue the search in FILE: run the trials it lacks")
     out.add_argument("--plot", type=Path, metavar="PNG", help="the best 20 trials' accuracy curves, the book's 5 x 4 grid")
     out.add_argument("--overwrite", action="store_true", help="replace an existing --plot file")
-    out.add_argument("--no-progress", action="store_true", help="no progress bar")
+    out.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                     help="a progress bar over trials on stderr (default: when stderr is a terminal and tqdm is installed)")
     where = parser.add_argument_group("where the trials run")
     where.add_argument("--scheduler", metavar="ADDRESS", help="a Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: a "
                        "LocalCluster on this machine)")
@@ -523,7 +524,7 @@ def main(args) -> int:
                     results = Results.create(args.results, search)
                     stack.callback(results.close)
                 print(f"portnet: {_trials(len(pending))} on {where}", flush=True)
-                bar = run.enter_context(_progress(len(pending), not args.no_progress))
+                bar = run.enter_context(_progress(len(pending), args.progress))
                 for record in trials:
                     if results is not None:
                         results.append(record)
@@ -565,12 +566,14 @@ def _default_workers() -> int:
 
 @contextlib.contextmanager
 def _progress(total, wanted):
-    """A tqdm bar over trials, if wanted and tqdm is installed."""
+    """A tqdm bar over trials: if ``wanted`` (None: if stderr is a terminal and tqdm is installed)."""
     try:
         from tqdm.auto import tqdm
     except ImportError:
+        if wanted:
+            raise MissingDependencyError("--progress needs tqdm: pip install tqdm") from None
         wanted = False
-    if not wanted:
+    if not (sys.stderr.isatty() if wanted is None else wanted):
         yield None
         return
     bar = tqdm(total=total, unit="trial", desc="search", leave=False, dynamic_ncols=True)
