@@ -352,11 +352,14 @@ def main(argv=None):
 
 
 def save(results, args):
-    with open(args.json, "w") as f:
-        json.dump(results, f, indent=1, default=str)
+    """The results so far, each file replaced whole (a run stopped while writing leaves the last)."""
+    files = [(args.json, json.dumps(results, indent=1, default=str))]
     if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(report.render(results, markdown=True))
+        files.append((args.markdown, report.render(results, markdown=True)))
+    for path, text in files:
+        with open(f"{path}.tmp", "w") as f:
+            f.write(text)
+        os.replace(f"{path}.tmp", path)
 
 
 if __name__ == "__main__":

@@ -19,8 +19,9 @@ ends early leaves its time to the next), and is stopped when that share is spent
   each) and inference, portnet against PyTorch-CUDA eager.
 
 The default budget, 540 s, holds all of it within the 10 minutes that one command of a lease may
-run, on one H100/H200. ``report.json`` and ``report.md`` (in ``--out``; the logs in ``--logs``)
-are rewritten after every part, so a run cut short still reports: each step's status (ok,
+run, on one H100/H200. ``report.json`` and ``report.md`` (in ``--out``; the logs in ``--logs``,
+which can go elsewhere where only a few files come back: the report holds each part's last
+lines) are rewritten after every part, so a run cut short still reports: each step's status (ok,
 failed, cut short: its share was spent, or not chosen), its seconds and parts, the versions
 (driver, CUDA, CuPy, torch, JAX), the GPU, the TF32 settings, the parity figures, the seconds per
 epoch and the benchmark's tables. It exits 0 when every chosen step is ok. On a machine without a
@@ -28,13 +29,14 @@ usable GPU it says so in one line and exits 1.
 
 ``--rehearse`` runs it all on the CPU (CI does): the same steps, subprocesses and report, with
 array_api_strict's device1 standing in for CuPy and torch on the CPU for torch-cuda, small sizes
-and a 240 s ceiling (about a minute's work).
+and a 240 s ceiling (41-43 s of work on two CPU cores).
 
 The checkout's code is what runs: its root comes first on every subprocess's PYTHONPATH. The data
 are found as the tests find them, in ``../shared/data`` beside the checkout or ``shared/data`` in
 it (PORTNET_DATA_DIR and PORTNET_BOOK_DIR override). A GPU machine without network gets the
 pure-Python dependencies as wheels and the data inside the checkout (``shared/`` and ``wheels/``
-are ignored by git), 19 MiB in all (4 MiB of wheels, 16 MiB of data), measured:
+are ignored by git: copy them along), a tree of 16 MiB (measured: 15.3 MiB of data, 0.3 MiB of
+wheels, 0.5 MiB of code):
 
     pip wheel --no-deps -w wheels array-api-compat array-api-extra array-api-strict threadpoolctl
     mkdir -p shared && cp -r ../shared/data shared/      # MNIST and the book's weights
@@ -117,9 +119,10 @@ class Check:
     # ------------------------------------------------------------------ running
     def env(self, extra=None) -> dict:
         """The subprocesses' environment: the checkout first on the path, output unbuffered (a log
-        is whole when its process is stopped), no backend chosen by a variable."""
+        is whole when its process is stopped), JAX allocating as it goes (not 75 % of the GPU at
+        its first use), no backend chosen by a variable."""
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-               "PYTHONUNBUFFERED": "1", **(extra or {})}
+               "PYTHONUNBUFFERED": "1", "XLA_PYTHON_CLIENT_PREALLOCATE": "false", **(extra or {})}
         for name in ("PORTNET_BACKEND", "PORTNET_DEVICE", "PORTNET_DTYPE"):
             env.pop(name, None)
         return env
@@ -173,7 +176,10 @@ class Check:
                 code = _stop(proc)
         entry["seconds"] = round(time.monotonic() - start, 1)
         entry["tail"] = "\n".join(log.read_text(errors="replace").strip().splitlines()[-15:])
-        status, detail = part.read(entry, code)
+        try:
+            status, detail = part.read(entry, code)
+        except (OSError, ValueError, KeyError, ET.ParseError) as exc:  # e.g. a result file cut off mid-write
+            status, detail = "failed", f"its output could not be read ({type(exc).__name__}: {exc})"
         if stopped:
             status, detail = "cut short", f"{stopped}; {detail}"
         entry.update(status=status, detail=detail)
@@ -181,10 +187,9 @@ class Check:
         print(f"gpu_check: {step['name']}: {part.name}: {status}: {detail} ({entry['seconds']} s)", flush=True)
 
     def interrupted(self):
-        for step in self.report["steps"]:
-            if step["status"] in ("pending", "running"):
-                step["status"] = "cut short"
-                step["detail"] = "gpu_check was stopped"
+        for entry in [*self.report["steps"], *(p for s in self.report["steps"] for p in s["parts"])]:
+            if entry["status"] in ("pending", "running"):
+                entry.update(status="cut short", detail="gpu_check was stopped")
         self.write()
 
     # ------------------------------------------------------------------ the steps
@@ -215,10 +220,10 @@ class Check:
         return Part(title, command, read, env=extra_env)
 
     def _tests(self):
-        targets = self.sizes["tests"] or ["tests/test_gpu.py",
-                                          *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py")
-                                                  if p.name != "test_gpu.py")]
-        suite = self._pytest("the suite's GPU subset", "tests", targets, ["--gpu-subset", "-k", "not no_host_sync"], self._require_gpu())
+        files = sorted(f"tests/{p.name}" for p in (ROOT / "tests").glob("test_*.py") if p.name != "test_gpu.py")
+        targets = self.sizes["tests"] or ["tests/test_gpu.py", *files]
+        suite = self._pytest("the suite's GPU subset", "tests", targets, ["--gpu-subset", "-k", "not no_host_sync"],
+                             self._require_gpu())
         suite.weight = 0.85
         parity = self._probe("parity", "parity: loss and gradients against NumPy float64",
                              [i for _, i, _, _ in self.backends], "parity", weight=0.15)
@@ -310,7 +315,7 @@ class Check:
 
     # ------------------------------------------------------------------ the report
     def write(self):
-        for path, text in ((self.out / "report.json", json.dumps(self.report, indent=1)),
+        for path, text in ((self.out / "report.json", json.dumps(self.report, indent=1, default=str)),
                            (self.out / "report.md", markdown(self.report))):
             tmp = path.with_suffix(".tmp")
             tmp.write_text(text)

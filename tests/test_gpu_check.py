@@ -72,6 +72,7 @@ def test_the_rehearsal_runs_every_step_and_reports_it(checkout):
         (b, d) for b in ("array_api_strict-device1", "torch-cpu") for d in ("float32", "float64")}
     (capture,) = report["capture"]
     assert capture["results"]["control: a loss read back (must be refused)"].startswith("refused: HostReadback")
+    assert all(result == "captured" for what, result in capture["results"].items() if not what.startswith("control"))
     assert {(e["backend"], e["model"]) for e in report["epochs"]} == {
         (b, m) for b in ("cupy", "torch-cuda") for m in ("multi-layer", "deep-conv")}
     assert "ConvNets" in report["benchmark"] and "inference" in report["benchmark"]
