@@ -39,7 +39,7 @@ import numpy as np
 from . import checks
 from .backend import BACKENDS
 from .errors import InputError, MissingDependencyError, PortnetError, TrainingDiverged
-from .persistence import check_writable, write_atomic
+from .io import check_writable, write_atomic
 from .optimizers import OPTIMIZERS
 
 try:
@@ -226,8 +226,8 @@ class Results:
     """A JSON-lines results file: a header line with the search, then one line per finished trial,
     each written whole, flushed and fsync'd before the next; held under an exclusive lock."""
 
-    def __init__(self, fd: int, path: Path, search: Search, records: dict):
-        self.fd, self.path, self.search, self.records = fd, path, search, records
+    def __init__(self, fd: int, path: Path, search: Search | None):
+        self.fd, self.path, self.search, self.records = fd, path, search, {}
         self.cut = 0  # bytes of an unfinished last line, dropped on resuming
 
     @classmethod
@@ -239,7 +239,7 @@ class Results:
         except FileExistsError:
             _check_new(path)
             raise
-        results = cls(fd, path, search, {})
+        results = cls(fd, path, search)
         results._lock()
         results._write({"format": FORMAT, "search": asdict(search)})
         return results
@@ -251,7 +251,7 @@ class Results:
         path = Path(path)
         fd = os.open(path, os.O_RDWR | os.O_APPEND)
         try:
-            results = cls(fd, path, None, {})
+            results = cls(fd, path, None)
             results._lock()
             results._read(given)
         except BaseException:

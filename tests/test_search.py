@@ -110,7 +110,7 @@ def test_a_killed_worker_has_its_trial_rerun(serial, mnist_dir, tmp_path):
             local_cluster(distributed, 2) as cluster, \
             distributed.Client(cluster) as client:
         client.register_plugin(KillOnce())
-        status, stdout = search(mnist_dir, "--scheduler", cluster.scheduler_address, "--results", str(path))
+        status = search(mnist_dir, "--scheduler", cluster.scheduler_address, "--results", str(path))[0]
         loads = client.run(lambda: sys.modules["portnet.search"]._data.cache_info().misses)
     assert status == 0
     killed = int(marker.read_text())  # the worker that died running trial 2
