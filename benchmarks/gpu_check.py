@@ -29,7 +29,7 @@ usable GPU it says so in one line and exits 1.
 
 ``--rehearse`` runs it all on the CPU (CI does): the same steps, subprocesses and report, with
 array_api_strict's device1 standing in for CuPy and torch on the CPU for torch-cuda, small sizes
-and a 240 s ceiling (41-43 s of work on two CPU cores).
+and a 240 s ceiling (37-59 s of work on two CPU cores shared with other work).
 
 The checkout's code is what runs: its root comes first on every subprocess's PYTHONPATH. The data
 are found as the tests find them, in ``../shared/data`` beside the checkout or ``shared/data`` in
@@ -40,8 +40,8 @@ wheels, 0.5 MiB of code):
 
     pip wheel --no-deps -w wheels array-api-compat array-api-extra array-api-strict threadpoolctl
     mkdir -p shared && cp -r ../shared/data shared/      # MNIST and the book's weights
-    # there, in the copied checkout:
-    pip install --no-deps wheels/*.whl
+    # there, in the copied checkout, with the Python that has CuPy and PyTorch:
+    python -m pip install --no-deps wheels/*.whl
     python benchmarks/gpu_check.py --out gpu-report
 """
 
