@@ -125,8 +125,9 @@ def run_script(script: str, tmp_path, mnist_dir, book_dir, source_dir=BOOK_CODE,
 CHAPTER_MODULES = {"ch04/two_layer_net.py", "ch05/two_layer_net.py", "ch05/layer_naive.py"}
 ALL_SCRIPTS = sorted(str(p.relative_to(BOOK_CODE)) for p in BOOK_CODE.glob("ch0*/*.py")) if BOOK_CODE.is_dir() else []
 SCRIPTS = [s for s in ALL_SCRIPTS if s not in CHAPTER_MODULES] or [
-    pytest.param("(none)", marks=pytest.mark.skip(reason=f"the book's scripts are not at {BOOK_CODE}; "
-                                                         f"set PORTNET_BOOK_CODE"))]
+    pytest.param("(none)", marks=pytest.mark.skip(reason=f"the book's scripts are not at {BOOK_CODE}"
+                 + ("" if os.environ.get("PORTNET_BOOK_CODE") else " nor in shared/book-code inside the checkout")
+                 + "; set PORTNET_BOOK_CODE"))]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
