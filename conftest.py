@@ -116,7 +116,7 @@ def pytest_report_header(config):
     return ["portnet backend matrix:", *rows]
 
 
-#: The skip reasons benchmarks/gpu_check.py counts.
+#: Skip reasons that benchmarks/gpu_check.py's report tells apart (by the option they name).
 CPU_ONLY = "CPU-only (takes no backend): outside the GPU check's subset (--gpu-subset)"
 SHARE_SPENT = "not run: the time share of this run was spent (--time-share)"
 

@@ -29,8 +29,8 @@ def checkout(tmp_path_factory, mnist_dir, book_dir):
         shutil.copy(ROOT / name, root / name)
     data = root / "shared" / "data"
     data.mkdir(parents=True)
-    (data / "mnist").symlink_to(mnist_dir)
-    (data / "book").symlink_to(book_dir)
+    (data / "mnist").symlink_to(mnist_dir.resolve())
+    (data / "book").symlink_to(book_dir.resolve())
     return root
 
 
