@@ -7,13 +7,15 @@ follow their inputs whatever the active backend is.
 
 from .arrays import to_numpy
 from .backend import BACKENDS, asarray, backend_info, get_namespace, set_backend, use_backend
-from .checkpoints import load_book_weights, load_checkpoint, save_checkpoint
+from .callbacks import BookLines, Callback, DivergenceGuard, Evaluation, ProgressBar, ThreadTuner
 from .datasets import load_fashion_mnist, load_mnist
 from .errors import (
+    ArrayTypeError,
     BackendUnavailableError,
     CheckpointError,
     DatasetError,
     InputError,
+    MissingDependencyError,
     PortnetError,
     TrainingDiverged,
     UnsafePickleError,
@@ -31,9 +33,17 @@ from .functions import (
     step_function,
 )
 from .gradient import gradient_descent, numerical_diff, numerical_gradient
-from .io import read_pickled_arrays
+from .persistence import load_book_weights, read_pickled_arrays
 from .layers import Affine, BatchNormalization, Convolution, Dropout, Pooling, Relu, Sigmoid, SoftmaxWithLoss
-from .networks import DeepConvNet, MultiLayerNet, MultiLayerNetExtend, SimpleConvNet, TwoLayerNet
+from .networks import (
+    DeepConvNet,
+    MultiLayerNet,
+    MultiLayerNetExtend,
+    SimpleConvNet,
+    TwoLayerNet,
+    load_checkpoint,
+    save_checkpoint,
+)
 from .optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
 from .trainer import Trainer
 from .util import col2im, conv_output_size, im2col, shuffle_dataset, smooth_curve
@@ -41,8 +51,9 @@ from .util import col2im, conv_output_size, im2col, shuffle_dataset, smooth_curv
 __version__ = "0.2.0"
 
 __all__ = [
-    "AdaGrad", "Adam", "Affine", "BACKENDS", "BackendUnavailableError", "BatchNormalization",
-    "CheckpointError", "Convolution", "DatasetError", "DeepConvNet", "Dropout", "InputError", "Momentum",
+    "AdaGrad", "Adam", "Affine", "ArrayTypeError", "BACKENDS", "BackendUnavailableError", "BatchNormalization",
+    "BookLines", "Callback", "CheckpointError", "DivergenceGuard", "Evaluation", "MissingDependencyError",
+    "ProgressBar", "ThreadTuner", "Convolution", "DatasetError", "DeepConvNet", "Dropout", "InputError", "Momentum",
     "MultiLayerNet", "MultiLayerNetExtend", "Nesterov", "Pooling", "PortnetError", "RMSprop", "Relu", "SGD",
     "Sigmoid", "SimpleConvNet", "SoftmaxWithLoss", "Trainer", "TrainingDiverged", "TwoLayerNet",
     "UnsafePickleError", "asarray", "backend_info", "col2im", "conv_output_size", "cross_entropy_error",

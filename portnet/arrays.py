@@ -1,7 +1,8 @@
 """Array plumbing: which namespace an array belongs to, dtype names, and the host boundary.
 
 Numerical modules get their namespace here (:func:`namespace_of`, resolved once per array type)
-and never import the module that chooses backends. :func:`to_numpy` / :func:`from_numpy` are the
+and never import the module that chooses backends; what differs between libraries is asked of
+the array's adapter (:func:`portnet.backends.of`). :func:`to_numpy` / :func:`from_numpy` are the
 only crossings between host and device.
 """
 
@@ -12,6 +13,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
+from . import backends
 from .errors import ArrayTypeError
 
 _NAMESPACE_BY_TYPE: dict[type, Any] = {}
@@ -34,7 +36,7 @@ def namespace_of(*arrays):
                     f"{t.__name__}; convert it with portnet.asarray(...)"
                 )
             found = array_api_compat.array_namespace(x)
-            if not _is_tracer(t):
+            if not is_tracer(x):
                 _NAMESPACE_BY_TYPE[t] = found
         if xp is None:
             xp = found
@@ -48,11 +50,12 @@ def namespace_of(*arrays):
 
 def library_name(xp) -> str:
     """'numpy', 'torch', 'cupy', 'jax' or 'array_api_strict' for a namespace of that library."""
-    return xp.__name__.removeprefix("array_api_compat.").split(".")[0]
+    return backends.of_namespace(xp).name
 
 
-def _is_tracer(t: type) -> bool:
-    return "jax" in t.__module__ and "Tracer" in t.__name__
+def is_tracer(x) -> bool:
+    """True for a value that stands for an array inside a trace (JAX's jit)."""
+    return is_array(x) and backends.of(x).is_tracer(x)
 
 
 def is_array(x) -> bool:
@@ -62,7 +65,7 @@ def is_array(x) -> bool:
 
 def writeable(x) -> bool:
     """True when ``x`` can be changed in place (NumPy, CuPy, PyTorch, array-api-strict; not JAX)."""
-    return array_api_compat.is_writeable_array(x)
+    return is_array(x) and backends.of(x).writeable(x)
 
 
 def dtype_name(dtype) -> str:
@@ -74,15 +77,12 @@ def to_numpy(x) -> np.ndarray:
     """Any backend's array (or a NumPy array) back on the host as a NumPy array."""
     if isinstance(x, np.ndarray):
         return x
-    if array_api_compat.is_cupy_array(x):
-        return x.get()
-    if array_api_compat.is_torch_array(x):
-        return x.detach().cpu().numpy()
-    if array_api_compat.is_array_api_strict_namespace(namespace_of(x)):
-        import array_api_strict
+    return backends.of(x).to_numpy(x)
 
-        x = x.to_device(array_api_strict.Device())
-    return np.asarray(x)
+
+def host_namespace():
+    """The array-API namespace of host data (NumPy's, through array-api-compat)."""
+    return array_api_compat.array_namespace(np.empty(0))
 
 
 def from_numpy(a: np.ndarray, xp, device, copy=None):

@@ -42,6 +42,14 @@ def fraction(name, value) -> float:
     return number
 
 
+def same_samples(what, x, t) -> int:
+    """The number of samples of ``x`` and ``t`` (their first axis), which must agree."""
+    nx, nt = (a.shape[0] if a.ndim else 0 for a in (x, t))
+    if nx != nt or x.ndim == 0:
+        raise InputError(f"{what}: {nx} samples in x but {nt} in t (shapes {tuple(x.shape)} and {tuple(t.shape)})")
+    return nx
+
+
 def _float(value) -> float:
     try:
         return float(value)

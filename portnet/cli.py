@@ -11,7 +11,6 @@ line; anything else is a bug in portnet and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import signal
@@ -21,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import __version__, progress
 from . import backend as _backend
-from .checkpoints import load_checkpoint, save_checkpoint
+from .callbacks import Callback
 from .datasets import cache_dir, load_fashion_mnist, load_mnist, load_split
 from .errors import CheckpointError, InputError, MissingDependencyError, PortnetError
-from .io import check_writable, checkpoint_path, read_pickled_arrays, write_atomic
-from .networks import DeepConvNet, MultiLayerNet, SimpleConvNet, TwoLayerNet
+from .persistence import check_writable, checkpoint_path, read_pickled_arrays, write_atomic
+from .networks import DeepConvNet, MultiLayerNet, SimpleConvNet, TwoLayerNet, load_checkpoint, save_checkpoint
 from .optimizers import OPTIMIZERS, make_optimizer
 from .threads import fit_threads
 from .trainer import Trainer
@@ -183,19 +182,18 @@ def _train(args) -> int:
         n = min(args.limit, x_train.shape[0])
         x_train, t_train = x_train[:n, ...], t_train[:n, ...]
     lr = args.lr or DEFAULT_LR[args.optimizer]
-    progress = args.progress if args.progress is not None else sys.stderr.isatty() and _has_tqdm()
+    sampled = "" if args.limit is None else f" (first {min(args.limit, x_test.shape[0])} test images)"
     trainer = Trainer(net, x_train, t_train, x_test, t_test, epochs=epochs, mini_batch_size=args.batch_size,
                       optimizer=make_optimizer(args.optimizer, lr=lr), evaluate_sample_num_per_epoch=args.limit,
-                      verbose=False, progress=progress, seed=args.seed, random_source=args.random_source,
-                      tune_threads=args.threads == "auto")
+                      verbose=False, callbacks=[EpochLine(sampled)], progress=progress.wanted(args.progress), seed=args.seed,
+                      random_source=args.random_source, tune_threads=args.threads == "auto")
     print(f"portnet: {net} on {args.dataset} ({x_train.shape[0]} train, {x_test.shape[0]} test), "
           f"{args.optimizer} lr={lr}, batch {args.batch_size}, {_count(epochs, 'epoch')} of "
           f"{_count(trainer.iter_per_epoch, 'step')}", flush=True)
-    sampled = "" if args.limit is None else f" (first {min(args.limit, x_test.shape[0])} test images)"
     start = time.perf_counter()
     # NumPy's floating-point warnings would print before the divergence guard's one-line error
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        trainer.train(on_epoch=lambda t: _epoch_line(t, sampled))
+        trainer.train()
     total = time.perf_counter() - start
     print(f"portnet: test accuracy {trainer.test_acc_list[-1]:.4f}{sampled}, train accuracy "
           f"{trainer.train_acc_list[-1]:.4f}; {_epoch_times(trainer.epoch_times)}, {total:.1f} s in all", flush=True)
@@ -251,21 +249,20 @@ def _outputs(args):
     return save, plot
 
 
-def _epoch_line(trainer, sampled="") -> None:
-    losses = trainer.train_loss_list[-trainer.iter_per_epoch :]
-    trainer.write(
-        f"epoch {trainer.current_epoch:>3}/{trainer.epochs}: train acc {trainer.train_acc_list[-1]:.4f}, "
-        f"test acc {trainer.test_acc_list[-1]:.4f}{sampled}, loss {sum(losses) / len(losses):.4f}, "
-        f"{trainer.epoch_times[-1]:.2f} s"
-    )
+class EpochLine(Callback):
+    """The command's line after each epoch: accuracies (``sampled`` says on which images), the
+    epoch's mean loss, its time."""
 
+    def __init__(self, sampled=""):
+        self.sampled = sampled
 
-def _has_tqdm() -> bool:
-    try:
-        import tqdm  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    def on_epoch_end(self, trainer):
+        losses = trainer.train_loss_list[-trainer.iter_per_epoch :]
+        trainer.write(
+            f"epoch {trainer.current_epoch:>3}/{trainer.epochs}: train acc {trainer.train_acc_list[-1]:.4f}, "
+            f"test acc {trainer.test_acc_list[-1]:.4f}{self.sampled}, loss {sum(losses) / len(losses):.4f}, "
+            f"{trainer.epoch_times[-1]:.2f} s"
+        )
 
 
 def _evaluate(args) -> int:

@@ -33,10 +33,11 @@ from pathlib import Path
 import numpy as np
 
 from . import backend as _backend
+from . import progress
 from .arrays import from_numpy
 from .errors import DatasetError
 from .functions import one_hot
-from .io import read_bounded, read_npy_expecting, write_atomic
+from .persistence.files import read_bounded, read_npy_expecting, write_atomic
 
 log = logging.getLogger(__name__)
 #: Seconds a download may take in all, from the first byte asked to the last received.
@@ -250,7 +251,8 @@ def _fetch(url: str, limit: int) -> bytes:
                 raise DatasetError(f"a malformed Content-Length {declared!r}")
             if int(declared) > limit:
                 raise DatasetError(f"it offers {int(declared):,} bytes, more than the file can be ({limit:,})")
-        bar = _bar(int(declared) if declared else None, url.rsplit("/", 1)[-1])
+        bar = progress.bar(int(declared) if declared else None, f"downloading {url.rsplit('/', 1)[-1]}", "B",
+                           unit_scale=True) if progress.wanted() else None
         chunks, size = [], 0
         try:
             while True:
@@ -274,17 +276,13 @@ def _fetch(url: str, limit: int) -> bytes:
 def _max_file_size(shape) -> int:
     """The most bytes a file of ``shape`` may take, compressed or not (gzip adds a little to
     incompressible data)."""
-    raw = 8 + 4 * (len(shape) - 1) + int(np.prod(shape))
+    raw = _header_size(shape) + int(np.prod(shape))
     return raw + raw // 100 + 4096
 
 
-def _bar(total, desc):
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return None
-    # disable=None: no bar when stderr is not a terminal (a log gets no \r frames)
-    return tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {desc}", leave=False, disable=None)
+def _header_size(shape) -> int:
+    """Bytes of an IDX header: the magic number and one 4-byte size per dimension."""
+    return 4 * (1 + len(shape))
 
 
 # --------------------------------------------------------------------------- verification
@@ -292,7 +290,7 @@ def _read_verified(source, sha256: str, magic: int, shape, data: bytes | None = 
     """The decompressed content of an IDX file, after checking header, size and SHA-256; nothing
     is read or decompressed past the size the format gives."""
     source = str(source)
-    header = 8 + 4 * (len(shape) - 1)
+    header = _header_size(shape)
     expected_size = header + int(np.prod(shape))
     if data is None:
         data = read_bounded(Path(source), _max_file_size(shape), DatasetError)
@@ -300,7 +298,7 @@ def _read_verified(source, sha256: str, magic: int, shape, data: bytes | None = 
         data = _gunzip(source, data, expected_size)
     if len(data) < header:
         raise DatasetError(f"{source}: truncated: {len(data)} bytes, shorter than its IDX header")
-    found_magic, *dims = struct.unpack(f">{1 + len(shape)}i", data[: 4 * (1 + len(shape))])
+    found_magic, *dims = struct.unpack(f">{1 + len(shape)}i", data[:header])
     if found_magic != magic:
         raise DatasetError(f"{source}: not an IDX file of this kind: magic number {found_magic}, expected {magic}")
     if tuple(dims) != tuple(shape):
@@ -337,5 +335,4 @@ def _gunzip(source, data: bytes, expected_size: int) -> bytes:
 
 
 def _parse(path, data: bytes, shape) -> np.ndarray:
-    header = 8 + 4 * (len(shape) - 1)
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape).copy()
+    return np.frombuffer(data, dtype=np.uint8, offset=_header_size(shape)).reshape(shape).copy()

@@ -52,9 +52,10 @@ def relu(x):
 
 
 def relu_grad(x):
-    """dh/dx = 1 where x > 0, else 0 (ch. 5.5.1)."""
+    """dh/dx = 1 where x >= 0, else 0: the book's common/functions.py, which counts the kink at 0
+    as 1 (ch. 5.5.1)."""
     xp = namespace_of(x)
-    return xp.astype(x > 0, x.dtype)
+    return xp.astype(x >= 0, x.dtype)
 
 
 def softmax(x):

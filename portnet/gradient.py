@@ -75,24 +75,17 @@ def _indices(shape):
     return itertools.product(*(range(n) for n in shape))
 
 
-def _numerical_gradient_1d(f, x):
-    """The book's 1-D form (ch. 4.4): the gradient of ``f`` at the vector ``x``."""
-    if x.ndim != 1:
-        raise InputError(f"_numerical_gradient_1d expects a vector, got shape {tuple(x.shape)}")
-    return numerical_gradient(f, x)
-
-
 def numerical_gradient_2d(f, X):
     """The book's gradient_2d.py helper: the gradient at ``X`` (a vector), or, for a matrix, at
     each of its rows in turn (``f`` sees one row at a time)."""
     xp = namespace_of(X)
     if X.ndim == 1:
-        return _numerical_gradient_1d(f, X)
+        return numerical_gradient(f, X)
     if X.ndim != 2:
         raise InputError(f"numerical_gradient_2d expects a vector or a matrix, got shape {tuple(X.shape)}")
     if writeable(X):
-        return xp.stack([_numerical_gradient_1d(f, X[i, :]) for i in range(X.shape[0])])
-    return xp.stack([_numerical_gradient_1d(f, xp.asarray(X[i, :], copy=True)) for i in range(X.shape[0])])
+        return xp.stack([numerical_gradient(f, X[i, :]) for i in range(X.shape[0])])
+    return xp.stack([numerical_gradient(f, xp.asarray(X[i, :], copy=True)) for i in range(X.shape[0])])
 
 
 def gradient_descent(f, init_x, lr=0.01, step_num=100):

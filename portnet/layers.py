@@ -16,34 +16,26 @@ import array_api_extra as xpx
 
 from .arrays import book_star_numpy, namespace_of, writeable
 from .checks import fraction, integer
+from .delegation import relu_backward, relu_forward
 from .errors import InputError
 from .functions import cross_entropy_from, labels_of, one_hot, sigmoid, softmax
 from .randomness import Random
-from .util import col2im_windows, conv_output_size, im2col_windows, window_slices
+from .util import col2im_windows, im2col_windows, output_shape, window_slices
 
 __all__ = ["Affine", "BatchNormalization", "Convolution", "Dropout", "Pooling", "Relu", "Sigmoid", "SoftmaxWithLoss", "np"]  # np: what the book's star-import gave
 __getattr__ = book_star_numpy(__name__)
 
 
 class Relu:
-    """y = max(0, x); dx = dout where x > 0 (ch. 5.5.1).
-
-    ``mask`` is True where x <= 0, as the book's. On NumPy the selections are ``maximum`` and a
-    product with the 0/1 mask (its ``where`` branches per element and costs 7x as much); the
-    other libraries' ``where`` is one fast kernel."""
+    """y = max(0, x); dx = dout where x > 0 (ch. 5.5.1, eq. 5.7). ``mask`` is True where x <= 0,
+    as the book's."""
 
     def forward(self, x, train_flg=True):
-        xp = namespace_of(x)
         self.mask = x <= 0
-        if array_api_compat.is_numpy_namespace(xp):
-            return xp.maximum(x, 0.0)
-        return xp.where(self.mask, 0.0, x)
+        return relu_forward(x, self.mask)
 
     def backward(self, dout):
-        xp = namespace_of(dout)
-        if array_api_compat.is_numpy_namespace(xp):
-            return dout * xp.astype(~self.mask, dout.dtype)
-        return xp.where(self.mask, 0.0, dout)
+        return relu_backward(dout, self.mask)
 
 
 class Sigmoid:
@@ -192,7 +184,7 @@ def convolve(x, W, stride=1, pad=0, *, keep_windows=False):
     N = x.shape[0]
     col = im2col_windows(x, FH, FW, stride, pad)
     out = xp.reshape(W, (FN, C * FH * FW)) @ col
-    out_h, out_w = conv_output_size(x.shape[2], FH, stride, pad), conv_output_size(x.shape[3], FW, stride, pad)
+    out_h, out_w = output_shape(x.shape[2], x.shape[3], FH, FW, stride, pad)
     out = xp.permute_dims(xp.reshape(out, (FN, N, out_h, out_w)), (1, 0, 2, 3))
     return (out, col) if keep_windows else out
 
@@ -221,15 +213,15 @@ def _convolve_transpose(dout, W, x_shape, stride, pad):
 
 
 class Pooling:
-    """Max pooling over (pool_h, pool_w) windows of (N, C, H, W) input (ch. 7.5).
+    """Max pooling over (pool_h, pool_w) windows of (N, C, H, W) input (ch. 7.5); the stride
+    defaults to 2, as in the book's common/layers.py.
 
-    The book's default stride is 1; its networks pass ``stride=2``. The maximum is taken over the
-    window's strided slices (no reduction over a tiny axis), remembering which slice held the
-    window's first maximum; backward routes each gradient there, as the book's argmax does,
-    without index assignment.
+    The maximum is taken over the window's strided slices (no reduction over a tiny axis),
+    remembering which slice held the window's first maximum; backward routes each gradient there,
+    as the book's argmax does, without index assignment.
     """
 
-    def __init__(self, pool_h, pool_w, stride=1, pad=0):
+    def __init__(self, pool_h, pool_w, stride=2, pad=0):
         self.pool_h, self.pool_w = integer("pool_h", pool_h), integer("pool_w", pool_w)
         self.stride, self.pad = integer("stride", stride), integer("pad", pad, 0)
 
@@ -292,6 +284,9 @@ class Dropout:
     gradient checks.
     """
 
+    #: The random generators the layer draws from (a pure step carries their state).
+    generators = ("rng",)
+
     def __init__(self, dropout_ratio=0.5, rng: Random | None = None):
         self.dropout_ratio = fraction("dropout_ratio", dropout_ratio)
         self.rng = rng
@@ -315,10 +310,12 @@ class Dropout:
 class BatchNormalization(_Parametric):
     """Normalise each feature over the batch, then scale by gamma and shift by beta (ch. 6.3).
 
-    Running mean and variance (for ``train_flg=False``) are kept by the layer, with ``momentum``.
+    Running mean and variance (for ``train_flg=False``) are kept by the layer, with ``momentum``:
+    its persistent values (Chainer's term), saved with the parameters.
     """
 
     names = ("gamma", "beta")
+    persistent = ("running_mean", "running_var")
     gamma, beta = _parameter("gamma"), _parameter("beta")
     #: The book's epsilon under the square root (written 10e-7 there).
     EPS = 10e-7

@@ -1,10 +1,14 @@
-"""The book's optimizers (ch. 6.1, common/optimizer.py).
+"""The book's optimizers (ch. 6.1, common/optimizer.py), on one core: a pure step.
 
-``update(params, grads)`` works as the book's does, by reference: an array that can be written
-(NumPy, CuPy, PyTorch) is updated in place, so a layer holding it sees the new values; an array
-that cannot (JAX) and a Python number are rebound in ``params`` instead, which portnet's own
-layers see because they read ``params`` at every forward. State is created like each parameter
-(same namespace, device and dtype), and Python numbers work as the book's 2-D demos use them.
+Each optimizer is its hyperparameters plus a rule; its state is data, ``{"step": count, slot:
+{key: array}}`` (Adam's slots 'm' and 'v', Momentum's 'v', AdaGrad's 'h'). :meth:`Optimizer.apply`
+``(state, params, grads) -> (params, state)`` is pure, so a compiled step needs no special case
+for any optimizer. The book's ``update(params, grads)`` is a thin wrapper that works by reference,
+as the book's does: an array that can be written (NumPy, CuPy, PyTorch) is updated in place, so
+a layer holding it sees the new values; an array that cannot (JAX) and a Python number are
+rebound in ``params`` instead, which portnet's own layers see because they read ``params`` at
+every forward. State is created like each parameter (same namespace, device and dtype), and
+Python numbers work as the book's 2-D demos use them.
 """
 
 from __future__ import annotations
@@ -22,18 +26,16 @@ __getattr__ = book_star_numpy(__name__)
 EPS = 1e-7
 
 
-def add_to(store: dict, key, delta) -> None:
-    """``store[key] += delta``: in place where the array allows it, else by rebinding the entry."""
-    value = store[key]
-    if writeable(value):
-        value += delta
-    else:
-        store[key] = value + delta
+def _in_place(x, delta):
+    """``x += delta`` where ``x`` can be written, else ``x + delta``; returns the result."""
+    if writeable(x):
+        x += delta
+        return x
+    return x + delta
 
 
-def _zeros_like(params):
-    """Optimizer state: zeros shaped, typed and placed like each parameter (0.0 for a number)."""
-    return {k: namespace_of(p).zeros_like(p) if is_array(p) else 0.0 for k, p in params.items()}
+def _pure(x, delta):
+    return x + delta
 
 
 def _sqrt(h):
@@ -56,74 +58,109 @@ def check_pairs(params, grads) -> None:
 
 
 class Optimizer:
-    """What the optimizers share: their state (``state_names``: dicts of arrays shaped like the
-    parameters, created at the first update) and hyperparameter checks."""
+    """Hyperparameters, ``slots`` (the state kept per parameter) and a rule: :meth:`_rule` moves
+    one parameter given its gradient, its slots, the step count and an ``add``."""
 
-    state_names: tuple[str, ...] = ()
+    slots: tuple[str, ...] = ()
+
+    def __init__(self):
+        self.state = None  # created at the first update
+
+    def init(self, params) -> dict:
+        """The state before the first step: count 0, each slot zeros like each parameter."""
+        return {"step": 0, **{slot: {k: _zeros_like(p) for k, p in params.items()} for slot in self.slots}}
+
+    def apply(self, state, params, grads, *, in_place=False):
+        """One step, ``(params, state) -> (new params, new state)``: pure (new arrays, nothing
+        changed), or with ``in_place`` the arrays that can be written are updated and returned."""
+        add = _in_place if in_place else _pure
+        step = state["step"] + 1
+        lr = self.step_size(step)
+        new_params, new_state = dict(params), {"step": step, **{slot: dict(state[slot]) for slot in self.slots}}
+        for key, g in grads.items():
+            kept = {slot: new_state[slot][key] for slot in self.slots}
+            new_params[key], kept = self._rule(params[key], g, kept, lr, add)
+            for slot, value in kept.items():
+                new_state[slot][key] = value
+        return new_params, new_state
 
     def update(self, params, grads) -> None:
         """The book's update: each ``params[key]`` moved by ``grads[key]``, by reference."""
         check_pairs(params, grads)
-        self.init(params)
-        self._apply(params, grads)
+        if self.state is None:
+            self.state = self.init(params)
+        new, self.state = self.apply(self.state, params, grads, in_place=True)
+        for key in grads:
+            if new[key] is not params[key]:  # not written in place: rebound
+                params[key] = new[key]
 
-    def init(self, params) -> None:
-        """Create the state for ``params`` if it does not exist yet."""
-        for name in self.state_names:
-            if getattr(self, name) is None:
-                setattr(self, name, _zeros_like(params))
+    def __getattr__(self, name):
+        """The book's attributes for the state: ``iter`` (the step count) and the slots (``v``, ``h``,
+        ``m``), None before the first update."""
+        if name == "iter" or name in type(self).slots:
+            state = self.__dict__.get("state")
+            return None if state is None else state["step" if name == "iter" else name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def step_size(self, step):
+        """The learning rate of step ``step`` (1, 2, ...; an array inside a compiled step)."""
+        return self.lr
+
+    def _rule(self, p, g, slots, lr, add):
+        """``(new p, new slots)`` for parameter ``p`` with gradient ``g`` at learning rate ``lr``."""
+        raise NotImplementedError
+
+
+def _zeros_like(p):
+    return namespace_of(p).zeros_like(p) if is_array(p) else 0.0
 
 
 class SGD(Optimizer):
     """W <- W - lr dL/dW (eq. 6.1)."""
 
     def __init__(self, lr=0.01):
+        super().__init__()
         self.lr = rate("lr", lr)
 
-    def _apply(self, params, grads):
-        for key, g in grads.items():
-            add_to(params, key, -self.lr * g)
+    def _rule(self, p, g, slots, lr, add):
+        return add(p, -lr * g), slots
 
 
 class Momentum(Optimizer):
     """v <- momentum v - lr dL/dW; W <- W + v (eqs. 6.3-6.4)."""
 
-    state_names = ("v",)
+    slots = ("v",)
 
     def __init__(self, lr=0.01, momentum=0.9):
+        super().__init__()
         self.lr, self.momentum = rate("lr", lr), fraction("momentum", momentum)
-        self.v = None
 
-    def _apply(self, params, grads):
-        for key, g in grads.items():
-            self.v[key] = self.momentum * self.v[key] - self.lr * g
-            add_to(params, key, self.v[key])
+    def _rule(self, p, g, slots, lr, add):
+        v = self.momentum * slots["v"] - lr * g
+        return add(p, v), {"v": v}
 
 
 class Nesterov(Momentum):
     """Nesterov's accelerated gradient, in the book's formulation (arXiv:1212.0901)."""
 
-    def _apply(self, params, grads):
+    def _rule(self, p, g, slots, lr, add):
         m = self.momentum
-        for key, g in grads.items():
-            self.v[key] = m * self.v[key] - self.lr * g
-            add_to(params, key, m * m * self.v[key])
-            add_to(params, key, -(1 + m) * self.lr * g)
+        v = m * slots["v"] - lr * g
+        return add(add(p, m * m * v), -(1 + m) * lr * g), {"v": v}
 
 
 class AdaGrad(Optimizer):
     """h <- h + g*g; W <- W - lr g / sqrt(h) (eqs. 6.5-6.6)."""
 
-    state_names = ("h",)
+    slots = ("h",)
 
     def __init__(self, lr=0.01):
+        super().__init__()
         self.lr = rate("lr", lr)
-        self.h = None
 
-    def _apply(self, params, grads):
-        for key, g in grads.items():
-            self.h[key] = self._accumulate(self.h[key], g)
-            add_to(params, key, -self.lr * g / (_sqrt(self.h[key]) + EPS))
+    def _rule(self, p, g, slots, lr, add):
+        h = self._accumulate(slots["h"], g)
+        return add(p, -lr * g / (_sqrt(h) + EPS)), {"h": h}
 
     def _accumulate(self, h, g):
         return h + g * g
@@ -141,28 +178,24 @@ class RMSprop(AdaGrad):
 
 
 class Adam(Optimizer):
-    """Adam (arXiv:1412.6980) with the book's bias correction folded into the step size.
+    """Adam (arXiv:1412.6980) with the book's bias correction folded into the step size:
+    lr_t = lr sqrt(1 - beta2^t) / (1 - beta1^t) (a Python float eagerly, an array when the step
+    count is traced)."""
 
-    ``iter``, the step count, is a Python int, or a 0-d array inside a compiled step."""
-
-    state_names = ("m", "v")
+    slots = ("m", "v")
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999):
+        super().__init__()
         self.lr, self.beta1, self.beta2 = rate("lr", lr), fraction("beta1", beta1), fraction("beta2", beta2)
-        self.iter = 0
-        self.m = self.v = None
 
-    def _apply(self, params, grads):
-        self.iter += 1
+    def _rule(self, p, g, slots, lr, add):
         b1, b2 = self.beta1, self.beta2
-        if isinstance(self.iter, int):
-            lr_t = self.lr * math.sqrt(1.0 - b2**self.iter) / (1.0 - b1**self.iter)
-        else:  # traced: the step size must be computed, not baked in
-            lr_t = self.lr * _sqrt(1.0 - b2**self.iter) / (1.0 - b1**self.iter)
-        for key, g in grads.items():
-            add_to(self.m, key, (1 - b1) * (g - self.m[key]))
-            add_to(self.v, key, (1 - b2) * (g * g - self.v[key]))
-            add_to(params, key, -lr_t * self.m[key] / (_sqrt(self.v[key]) + EPS))
+        m = add(slots["m"], (1 - b1) * (g - slots["m"]))
+        v = add(slots["v"], (1 - b2) * (g * g - slots["v"]))
+        return add(p, -lr * m / (_sqrt(v) + EPS)), {"m": m, "v": v}
+
+    def step_size(self, step):
+        return self.lr * _sqrt(1.0 - self.beta2**step) / (1.0 - self.beta1**step)
 
 
 OPTIMIZERS = {

@@ -1,4 +1,5 @@
-"""Random numbers: seeded draws on the host (the same on every backend), or drawn on the device.
+"""Random numbers: seeded draws on the host (the same on every backend), or drawn on the device
+by the library's own generator (its adapter's, :mod:`portnet.backends`).
 
 ``seed=None`` means NumPy's global generator, as in the book: ``np.random.seed(0)`` before
 building a network reproduces the book's initial weights, dropout masks and mini-batches on NumPy.
@@ -6,10 +7,11 @@ building a network reproduces the book's initial weights, dropout masks and mini
 
 from __future__ import annotations
 
-import array_api_compat
 import numpy as np
 
+from . import backends
 from .arrays import dtype_name, from_numpy
+from .errors import InputError
 
 
 class _GlobalNumpy:
@@ -46,100 +48,59 @@ def random_normal(rng, shape, scale, xp, device, dtype):
 class Random:
     """Random numbers made where the data lives.
 
-    ``source='native'`` uses the backend's own generator (CuPy, PyTorch, JAX; NumPy's on the CPU), so
-    nothing crosses between host and device. ``source='host'`` draws with NumPy and transfers: the
-    same draws on every backend, for parity tests. array-api-strict has no generator: host always.
-    ``seed=None`` draws from NumPy's global generator on the host, and seeds a device generator
-    from it.
+    ``source='native'`` uses the backend's own generator (its adapter's: CuPy, PyTorch, JAX), so
+    nothing crosses between host and device; NumPy's native generator is the host's. ``source='host'``
+    draws with NumPy and transfers: the same draws on every backend, for parity tests.
+    array-api-strict has no generator: host always. ``seed=None`` draws from NumPy's global
+    generator on the host, and seeds a device generator from it.
     """
 
     def __init__(self, xp, device, seed=None, source="native"):
         if source not in ("native", "host"):
-            raise ValueError(f"unknown random source {source!r}; expected 'native' or 'host'")
-        self.xp, self.device = xp, device
+            raise InputError(f"unknown random source {source!r}; expected 'native' or 'host'")
+        self.xp, self.device, self.source = xp, device, source
         self._host = host_rng(None if seed is None else int(np.random.SeedSequence(seed).generate_state(1)[0]))
-        self._kind = "host"
+        self.native = None
         if source == "native":
-            if array_api_compat.is_numpy_namespace(xp):
-                self._kind = "numpy"
-                return
-            native_seed = int(self._host.integers(0, 2**63))
-            if array_api_compat.is_torch_namespace(xp):
-                import torch
+            adapter = backends.of_namespace(xp)
+            if adapter.native_random:  # seeded from the host only then: NumPy's global stream stays the book's
+                self.native = adapter.generator(int(self._host.integers(0, 2**63)), device)
 
-                self._kind = "torch"
-                self._gen = torch.Generator(device=device).manual_seed(native_seed)
-            elif array_api_compat.is_cupy_namespace(xp):
-                import cupy
+    @property
+    def state(self):
+        """The native generator's state where a pure step carries it (JAX's key), else None."""
+        return getattr(self.native, "state", None)
 
-                self._kind = "cupy"
-                with device:
-                    self._gen = cupy.random.RandomState(native_seed)
-            elif array_api_compat.is_jax_namespace(xp):
-                import jax
-
-                self._kind = "jax"
-                self._key = jax.random.key(native_seed)
+    @state.setter
+    def state(self, value):
+        self.native.state = value
 
     def uniform(self, shape, dtype):
         """Uniform draws in [0, 1) of ``shape`` and float ``dtype``, on the device."""
-        shape = tuple(shape)
-        if self._kind == "torch":
-            import torch
-
-            return torch.rand(shape, generator=self._gen, device=self.device, dtype=dtype)
-        if self._kind == "cupy":
-            with self.device:
-                return self._gen.random_sample(shape, dtype=dtype)
-        if self._kind == "jax":
-            import jax
-
-            return jax.device_put(jax.random.uniform(self._next_key(), shape, dtype=dtype), self.device)
-        return self._from_host(self._host.random(shape).astype(dtype_name(dtype)))
+        if self.native is not None:
+            return self.native.uniform(tuple(shape), dtype)
+        return self._from_host(self._host.random(tuple(shape)).astype(dtype_name(dtype)))
 
     def keep_mask(self, shape, ratio):
         """True where a uniform draw exceeds ``ratio``: the book's dropout mask
         ``np.random.rand(*shape) > ratio`` (compared in float64 when drawn on the host)."""
-        if self._kind in ("numpy", "host"):
+        if self.native is None:
             return self._from_host(self._host.random(tuple(shape)) > ratio)
-        return self.uniform(shape, self.xp.float32) > ratio
+        return self.native.uniform(tuple(shape), self.xp.float32) > ratio
 
     def permutation(self, n: int):
         """A random permutation of ``range(n)`` as an int64 array on the device."""
-        if self._kind == "torch":
-            import torch
-
-            return torch.randperm(n, generator=self._gen, device=self.device)
-        if self._kind == "cupy":
-            with self.device:
-                return self._gen.permutation(n)
-        if self._kind == "jax":
-            import jax
-
-            return jax.device_put(jax.random.permutation(self._next_key(), n), self.device)
+        if self.native is not None:
+            return self.native.permutation(n)
         return self._from_host(self._host.permutation(n))
 
-    def integers(self, high: int, size: int):
-        """``size`` integers drawn uniformly from [0, high), with replacement (the book's
-        ``np.random.choice(high, size)``), as an int64 array on the device."""
-        if self._kind == "torch":
-            import torch
-
-            return torch.randint(high, (size,), generator=self._gen, device=self.device)
-        if self._kind == "cupy":
-            with self.device:
-                return self._gen.randint(0, high, size, dtype="int64")
-        if self._kind == "jax":
-            import jax
-
-            return jax.device_put(jax.random.randint(self._next_key(), (size,), 0, high), self.device)
-        return self._from_host(self._host.integers(0, high, size).astype(np.int64))
-
-    def _next_key(self):
-        import jax
-
-        self._key, key = jax.random.split(self._key)
-        return key
+    def integers(self, low: int, high: int, size: int):
+        """``size`` integers drawn uniformly from [low, high), with replacement (NumPy's signature;
+        the book's ``np.random.choice(high, size)`` is ``integers(0, high, size)``), as an int64
+        array on the device."""
+        if self.native is not None:
+            return self.native.integers(low, high, size)
+        return self._from_host(self._host.integers(low, high, size).astype(np.int64))
 
     def _from_host(self, a):
-        return a if self._kind == "numpy" else from_numpy(a, self.xp, self.device)
+        return from_numpy(a, self.xp, self.device)

@@ -39,8 +39,8 @@ import numpy as np
 from . import checks
 from .backend import BACKENDS
 from .errors import InputError, MissingDependencyError, PortnetError, TrainingDiverged
-from .io import check_writable, write_atomic
 from .optimizers import OPTIMIZERS
+from .persistence import check_writable, write_atomic
 
 try:
     import fcntl

@@ -1,19 +1,20 @@
 """A training step as a pure function of its state, for compilers (Keras's JAX trainer is the
 model): ``step(state, idx) -> (state, loss)``.
 
-``state`` holds everything a step changes: the parameters, the optimizer's state (Adam's step
-count included), the batch-norm statistics and the dropout generators' keys. The step binds
-them into the network and optimizer, runs the same array-API forward, backward and update as an
-eager step, and reads them back out, so that ``jax.jit`` can trace it into one program (instead of
-a hundred-odd dispatches); the same function is what ``torch.compile`` or a CUDA graph would
-capture. Nothing traced is left on the network, its layers or the optimizer: :meth:`scrub`
-clears what a trace left, and :meth:`install` puts concrete state back.
+``state`` holds everything a step changes: the parameters, the optimizer's state (its step count
+included), the layers' persistent values (batch-norm statistics) and the random generators'
+states (JAX's keys). A step runs the same array-API forward, backward and update as an eager
+step, on a copy of the network bound to the state (:meth:`Network.bound`) and the optimizer's
+pure :meth:`~portnet.optimizers.Optimizer.apply`: nothing is written anywhere, so the library's
+compiler (:meth:`portnet.backends.Adapter.step_compiler`; JAX: ``jit`` of a ``scan``) can trace
+it whole. :meth:`PureStep.install` puts a concrete state back into the network and optimizer.
 """
 
 from __future__ import annotations
 
-from .arrays import _is_tracer, namespace_of
-from .layers import Dropout
+from .arrays import namespace_of
+from .networks import Network
+from .optimizers import Optimizer
 
 
 class PureStep:
@@ -23,67 +24,48 @@ class PureStep:
     def __init__(self, network, optimizer, x_train, t_train):
         self.network, self.optimizer = network, optimizer
         self.x_train, self.t_train = x_train, t_train
-        rngs = [layer.rng for layer in network.layer_list() if isinstance(layer, Dropout)]
-        self.rngs = list({id(r): r for r in rngs}.values())
 
     @staticmethod
     def supports(network, optimizer) -> bool:
-        """Whether the step can be made pure: portnet's network and optimizer, and dropout masks
-        drawn by JAX's own generator (host draws would be baked into a trace)."""
-        if not hasattr(network, "loss_and_gradient") or not hasattr(optimizer, "state_names"):
+        """Whether the step can be made pure: portnet's network, portnet's optimizer whose
+        ``update`` is its ``apply`` (a subclass that overrides ``update`` must be run as written),
+        and random draws whose state is data (a native generator with a ``state``: host draws
+        would be baked into a trace)."""
+        if not isinstance(network, Network) or not isinstance(optimizer, Optimizer):
             return False
-        rngs = [layer.rng for layer in network.layer_list() if isinstance(layer, Dropout)]
-        return all(r is not None and getattr(r, "_kind", None) == "jax" for r in rngs)
+        if type(optimizer).update is not Optimizer.update:
+            return False
+        return all(rng.state is not None for rng in network.generators())
 
     def state(self) -> dict:
         """What a step reads and changes, as a pytree of arrays."""
-        opt = self.optimizer
+        net, opt = self.network, self.optimizer
+        if opt.state is None:
+            opt.state = opt.init(net.params)
+        xp = namespace_of(*net.params.values())
         return {
-            "params": dict(self.network.params),
-            "optimizer": {name: dict(getattr(opt, name)) for name in opt.state_names},
-            "iter": namespace_of(*self.network.params.values()).asarray(getattr(opt, "iter", 0)),
-            "buffers": self.network.buffers(),
-            "keys": [r._key for r in self.rngs],
+            "params": dict(net.params),
+            "optimizer": {**opt.state, "step": xp.asarray(opt.state["step"])},
+            "buffers": net.buffers(),
+            "generators": [rng.state for rng in net.generators()],
         }
 
-    def install(self, state, *, concrete=False) -> None:
-        """Bind ``state`` into the network and optimizer (``concrete``: after the last step, with
-        the step count back as a Python int)."""
-        self.network.params.update(state["params"])
-        for name, value in state["optimizer"].items():
-            setattr(self.optimizer, name, dict(value))
-        if hasattr(self.optimizer, "iter"):
-            self.optimizer.iter = int(state["iter"]) if concrete else state["iter"]
-        self.network.load_buffers(state["buffers"])
-        for rng, key in zip(self.rngs, state["keys"]):
-            rng._key = key
+    def install(self, state) -> None:
+        """Bind a concrete ``state`` (a compiled run's result) into the network and optimizer."""
+        net = self.network
+        net.params.update(state["params"])
+        self.optimizer.state = {**state["optimizer"], "step": int(state["optimizer"]["step"])}
+        net.load_buffers(state["buffers"])
+        for rng, value in zip(net.generators(), state["generators"]):
+            rng.state = value
 
     def __call__(self, state, idx):
         """One training step: (state, indices of the mini-batch) -> (new state, loss)."""
-        self.install(state)
+        net = self.network.bound(state["params"], state["buffers"], state["generators"])
         xp = namespace_of(self.x_train)
         x, t = xp.take(self.x_train, idx, axis=0), xp.take(self.t_train, idx, axis=0)
-        loss, grads = self.network.loss_and_gradient(x, t, check=False)
-        self.optimizer.update(self.network.params, grads)
-        return self.state(), loss
-
-    def scrub(self) -> None:
-        """Drop the intermediate values a trace left on the layers (tracers, useless after it)."""
-        for layer in [*self.network.layer_list(), self.network.last_layer]:
-            for name, value in list(vars(layer).items()):
-                if _traced(value):
-                    setattr(layer, name, None)
-
-
-def _traced(value) -> bool:
-    if isinstance(value, (list, tuple)):
-        return any(_traced(v) for v in value)
-    return _is_tracer(type(value))
-
-
-def compile_steps(pure: PureStep):
-    """``jax.jit`` of a run of pure steps, ``(state, idx of shape (steps, batch)) -> (state,
-    losses)``: one dispatch for the whole run (``jax.lax.scan``), not one per step."""
-    import jax
-
-    return jax.jit(lambda state, idx: jax.lax.scan(pure, state, idx))
+        loss, grads = net.loss_and_gradient(x, t, check=False)
+        params, optimizer = self.optimizer.apply(state["optimizer"], net.params, grads)
+        new = {"params": params, "optimizer": optimizer, "buffers": net.buffers(),
+               "generators": [rng.state for rng in net.generators()]}
+        return new, loss

@@ -7,28 +7,27 @@ Two guards, both through ``threadpoolctl`` (and ``torch.set_num_threads``):
 - when a CPU backend is first selected, :func:`fit_to_free_cores` counts the cores other programs
   keep busy and limits the thread pools to the rest (``PORTNET_THREADS=N`` fixes N instead, for
   runs that repeat to the digit); this covers loops written by hand, such as the book's;
-- at the start of each epoch the Trainer (``tune_threads=True``) times a few steps under the
-  libraries' thread counts and under one thread (alternating, in total: a busy core shows as
-  occasional steps several times as long, which a median would hide) and keeps the faster for
-  the rest of the epoch; a choice that stalls is dropped after two steps. Only NumPy's
-  computations are tuned so (resizing PyTorch's pool every epoch costs more than it saves).
+- at the start of each epoch the Trainer (``tune_threads=True``, the callback
+  :class:`portnet.callbacks.ThreadTuner`) times a few steps under the libraries' thread counts
+  and under one thread (alternating, in total: a busy core shows as occasional steps several
+  times as long, which a median would hide) and keeps the faster for the rest of the epoch.
+  Only NumPy's computations are tuned so (resizing PyTorch's pool every epoch costs more than it
+  saves).
 
 JAX's threads are out of reach of both; a GPU has none of this.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 
 import array_api_compat
 
+from . import backends
 from .checks import integer
 from .errors import InputError, MissingDependencyError
 
-#: Steps timed under each choice at the start of an epoch (they are real training steps).
-PROBE_STEPS = 10
 #: Seconds the processor's counters are watched to count busy cores.
 SAMPLE_SECONDS = 0.05
 #: Libraries whose thread pools have been fitted in this process: library -> threads (None: left as they were).
@@ -36,7 +35,8 @@ _fitted: dict[str, int | None] = {}
 
 
 def fit_threads(library: str, setting=None):
-    """Limit the CPU thread pools ``library`` computes with ('numpy' or 'torch') to ``setting``
+    """Limit the CPU thread pools ``library`` computes with ('numpy' or 'torch': BLAS and OpenMP
+    through threadpoolctl, and the library's own pool through its adapter) to ``setting``
     threads, or for 'auto' to the cores free now; returns the limit, or None when every core is
     free (the libraries' defaults are kept). Without ``setting``: ``PORTNET_THREADS`` ('auto' by
     default), once per process."""
@@ -59,10 +59,7 @@ def fit_threads(library: str, setting=None):
             ctl.threadpool_limits(limits=limit)
         elif setting != "auto":  # asked for, so not to be skipped silently
             raise MissingDependencyError(f"{limit} threads: limiting BLAS needs threadpoolctl: pip install threadpoolctl")
-        if library == "torch":
-            import torch
-
-            torch.set_num_threads(limit)
+        backends.get(library).limit_threads(limit)
     _fitted[library] = limit
     return limit
 
@@ -98,52 +95,15 @@ def _cpu_times() -> list[int]:
         return [int(v) for v in f.readline().split()[1:9]]
 
 
-class ThreadChoice:
-    """Chooses, epoch by epoch, between the libraries' own thread counts and one thread."""
-
-    def __init__(self, x, enabled=True):
-        self.enabled = enabled and _on_cpu(x) and (os.cpu_count() or 1) > 1 and _threadpoolctl() is not None
-        self.choice = None  # None: the libraries' defaults; 1: one thread
-        self.history = []
-        self._controller = _threadpoolctl().ThreadpoolController() if self.enabled else None
-
-    def run(self, step, n):
-        """Run ``step(i)`` for i in range(n): the first steps timed under each choice, the rest
-        under the faster one."""
-        if not self.enabled or n < 4 * PROBE_STEPS:
-            for i in range(n):
-                step(i)
-            return
-        totals = {None: 0.0, 1: 0.0}
-        i = 0
-        while i < 2 * PROBE_STEPS:
-            for choice in (None, 1):
-                with self._limit(choice):
-                    start = time.perf_counter()
-                    step(i)
-                    totals[choice] += time.perf_counter() - start
-                i += 1
-            slow, fast = max(totals.values()), min(totals.values())
-            if i >= 4 and slow > 1.5 * fast:  # a stalling choice shows at once: stop paying for it
-                break
-        self.choice = min(totals, key=totals.get)
-        self.history.append(self.choice)
-        with self._limit(self.choice):
-            for i in range(i, n):
-                step(i)
-
-    def _limit(self, choice):
-        if choice is None:
-            return contextlib.nullcontext()
-        return self._controller.limit(limits=choice)
+def thread_pool_of(x):
+    """Which CPU thread pool computes with array ``x``: 'numpy', 'torch', or None (a GPU, JAX)."""
+    return backends.of(x).thread_pool(array_api_compat.device(x))
 
 
-def _on_cpu(x) -> bool:
-    """Computed by NumPy on the CPU (array-api-strict wraps NumPy): its BLAS is what stalls. PyTorch
-    keeps its own thread pool, which resizing on every epoch would slow; JAX's threadpoolctl
-    does not reach; a GPU has none of this."""
-    return array_api_compat.is_numpy_array(x) or array_api_compat.is_array_api_strict_namespace(
-        array_api_compat.array_namespace(x))
+def threadpool_controller():
+    """threadpoolctl's controller of the loaded thread pools, or None without threadpoolctl."""
+    ctl = _threadpoolctl()
+    return None if ctl is None else ctl.ThreadpoolController()
 
 
 def _threadpoolctl():

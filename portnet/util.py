@@ -4,9 +4,9 @@ shuffle_dataset, on the array API.
 A convolution's input windows are taken as strided slices of the (padded) input, one slice per
 filter position, with exact stops (the standard leaves stops past the end undefined). The book's
 ``im2col`` / ``col2im`` lay them out as (N*OH*OW, C*FH*FW) rows; the layers use the
-``*_windows`` forms, laid out (N, C*FH*FW, OH*OW) so that a matmul gives channels-first output
-without a transpose. ``col2im`` adds overlapping windows back with ``array_api_extra.at(...).add``:
-no padding by hand, no writes into views, no index assignment.
+``*_windows`` forms, laid out as one (C*FH*FW, N*OH*OW) matrix so that a filter bank reshaped to
+(FN, C*FH*FW) times it is the whole batch's convolution. ``col2im`` adds overlapping windows back
+with ``array_api_extra.at(...).add``: no padding by hand, no writes into views, no index assignment.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ import operator
 import array_api_compat
 import array_api_extra as xpx
 
-from .arrays import is_array, namespace_of
-from .checks import integer
+from .arrays import host_namespace, is_array, namespace_of
+from .checks import integer, same_samples
+from .delegation import window_matrix
 from .errors import InputError
 from .randomness import Random
 
@@ -27,6 +28,10 @@ def conv_output_size(input_size, filter_size, stride=1, pad=0) -> int:
     """(input_size + 2 pad - filter_size) // stride + 1 (eq. 7.1); an error if no window fits."""
     input_size, filter_size = integer("input_size", input_size), integer("filter_size", filter_size)
     stride, pad = integer("stride", stride), integer("pad", pad, 0)
+    return _output_size(input_size, filter_size, stride, pad)
+
+
+def _output_size(input_size, filter_size, stride, pad) -> int:
     size = (input_size + 2 * pad - filter_size) // stride + 1
     if size < 1:
         raise InputError(
@@ -35,68 +40,51 @@ def conv_output_size(input_size, filter_size, stride=1, pad=0) -> int:
     return size
 
 
+def output_shape(height, width, filter_h, filter_w, stride, pad) -> tuple[int, int]:
+    """(OH, OW) of a filter sliding over a (height, width) input (eq. 7.1), for the layers' hot
+    path: their arguments were checked when the layer was built."""
+    return _output_size(height, filter_h, stride, pad), _output_size(width, filter_w, stride, pad)
+
+
 def _padded(x, filter_h, filter_w, stride, pad):
     """``x`` padded with zeros, and the output size (OH, OW) of a filter sliding over it."""
     if x.ndim != 4:
         raise InputError(f"expected input of shape (N, C, H, W), got {tuple(x.shape)}")
-    out_h = conv_output_size(x.shape[2], filter_h, stride, pad)
-    out_w = conv_output_size(x.shape[3], filter_w, stride, pad)
+    out = output_shape(x.shape[2], x.shape[3], filter_h, filter_w, stride, pad)
     if pad:
         x = xpx.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), xp=namespace_of(x))
-    return x, (out_h, out_w)
+    return x, out
+
+
+def _slices(out_h, out_w, i, j, stride):
+    """The index of filter position (i, j)'s slice of a padded input: (N, C, OH, OW)."""
+    span_h, span_w = stride * (out_h - 1) + 1, stride * (out_w - 1) + 1
+    return (slice(None), slice(None), slice(i, i + span_h, stride), slice(j, j + span_w, stride))
 
 
 def window_slices(x, filter_h, filter_w, stride=1, pad=0) -> list:
     """The filter_h * filter_w strided slices of the padded (N, C, H, W) input ``x``, one per
     filter position (i, j) in row-major order, each (N, C, OH, OW)."""
     x, (out_h, out_w) = _padded(x, filter_h, filter_w, stride, pad)
-    span_h, span_w = stride * (out_h - 1) + 1, stride * (out_w - 1) + 1
-    return [x[:, :, i : i + span_h : stride, j : j + span_w : stride] for i in range(filter_h) for j in range(filter_w)]
+    return [x[_slices(out_h, out_w, i, j, stride)] for i in range(filter_h) for j in range(filter_w)]
 
 
 def im2col_windows(x, filter_h, filter_w, stride=1, pad=0):
-    """The input's windows as a (C*filter_h*filter_w, N*OH*OW) matrix: rows in the order of a
-    filter bank reshaped to (FN, C*FH*FW), columns sample-major. A convolution is then one matmul
-    whatever the batch size. On NumPy and CuPy the matrix is copied out of a strided view of the
-    input at once (2-3x faster than stacking the slices); elsewhere the slices are stacked."""
-    xp = namespace_of(x)
+    """The input's windows as a (C*filter_h*filter_w, N*OH*OW) matrix (see
+    :func:`portnet.delegation.window_matrix`)."""
     padded, (out_h, out_w) = _padded(x, filter_h, filter_w, stride, pad)
-    N, C = x.shape[:2]
-    rows, cols = C * filter_h * filter_w, N * out_h * out_w
-    if array_api_compat.is_numpy_namespace(xp) or array_api_compat.is_cupy_namespace(xp):
-        return xp.reshape(_strided_windows(padded, filter_h, filter_w, stride, out_h, out_w), (rows, cols))
-    slices = window_slices(x, filter_h, filter_w, stride, pad)
-    return xp.reshape(xp.stack([xp.permute_dims(w, (1, 0, 2, 3)) for w in slices], axis=1), (rows, cols))
-
-
-def _strided_windows(padded, filter_h, filter_w, stride, out_h, out_w):
-    """The windows of a NumPy or CuPy array as a C-ordered (C, FH, FW, N, OH, OW) array, copied
-    in one pass out of a strided view (which is only read)."""
-    sN, sC, sH, sW = padded.strides
-    N, C = padded.shape[:2]
-    shape, strides = (C, filter_h, filter_w, N, out_h, out_w), (sC, sH, sW, sN, sH * stride, sW * stride)
-    if array_api_compat.is_numpy_array(padded):
-        import numpy
-
-        return numpy.ascontiguousarray(numpy.lib.stride_tricks.as_strided(padded, shape, strides, writeable=False))
-    import cupy
-
-    return cupy.ascontiguousarray(cupy.lib.stride_tricks.as_strided(padded, shape, strides))
+    return window_matrix(padded, filter_h, filter_w, stride, out_h, out_w)
 
 
 def col2im_windows(parts, input_shape, filter_h, filter_w, stride=1, pad=0):
     """The adjoint of :func:`window_slices`: the list of per-position window gradients, each
     (N, C, OH, OW), added back into an array of ``input_shape``."""
     N, C, H, W = (operator.index(v) for v in input_shape)
-    out_h = conv_output_size(H, filter_h, stride, pad)
-    out_w = conv_output_size(W, filter_w, stride, pad)
+    out_h, out_w = output_shape(H, W, filter_h, filter_w, stride, pad)
     xp = namespace_of(*parts)
     img = xp.zeros((N, C, H + 2 * pad, W + 2 * pad), dtype=parts[0].dtype, device=array_api_compat.device(parts[0]))
-    span_h, span_w = stride * (out_h - 1) + 1, stride * (out_w - 1) + 1
     for k, part in enumerate(parts):
-        i, j = divmod(k, filter_w)
-        at = (slice(None), slice(None), slice(i, i + span_h, stride), slice(j, j + span_w, stride))
-        img = xpx.at(img, at).add(part)
+        img = xpx.at(img, _slices(out_h, out_w, *divmod(k, filter_w), stride)).add(part)
     return img[:, :, pad : pad + H, pad : pad + W] if pad else img
 
 
@@ -109,8 +97,7 @@ def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
     """The book's col2im: rows of (N*OH*OW, C*filter_h*filter_w) added back into ``input_shape``."""
     xp = namespace_of(col)
     N, C, H, W = (operator.index(v) for v in input_shape)
-    out_h = conv_output_size(H, filter_h, stride, pad)
-    out_w = conv_output_size(W, filter_w, stride, pad)
+    out_h, out_w = output_shape(H, W, filter_h, filter_w, stride, pad)
     expected = (N * out_h * out_w, C * filter_h * filter_w)
     if tuple(col.shape) != expected:
         raise InputError(f"col2im: col has shape {tuple(col.shape)}, expected {expected} for input {tuple(input_shape)}")
@@ -125,8 +112,7 @@ def smooth_curve(x):
     if is_array(x):
         xp = namespace_of(x)
     else:  # a list of Python floats (a loss history): host data
-        import array_api_compat.numpy as xp
-
+        xp = host_namespace()
         x = xp.asarray(x, dtype=xp.float64)
     n, m = x.shape[0], 11
     if n < m:
@@ -152,7 +138,6 @@ def shuffle_dataset(x, t):
     """``x`` and ``t`` in the same random order (the book's, from NumPy's global generator on
     NumPy; on other backends the device's generator, seeded from it)."""
     xp = namespace_of(x, t)
-    if x.shape[0] != t.shape[0]:
-        raise InputError(f"shuffle_dataset: {x.shape[0]} samples in x but {t.shape[0]} in t")
+    same_samples("shuffle_dataset", x, t)
     order = Random(xp, array_api_compat.device(x)).permutation(x.shape[0])
     return xp.take(x, order, axis=0), xp.take(t, order, axis=0)

@@ -11,6 +11,7 @@ import pytest
 
 import portnet as pn
 from portnet import backend as backends
+from portnet.backends import cupy as cupy_adapter
 from tests.helpers import assert_like
 
 
@@ -179,7 +180,7 @@ def test_cupy_without_its_cuda_libraries_says_what_to_install():
     lib.arange = missing
     lib.float32 = "float32"
     with pytest.raises(pn.BackendUnavailableError, match=r"cannot compute on GPU 1.*libnvrtc.*pip install 'cupy-cuda12x\[ctk\]'"):
-        backends._probe_cupy(lib, _FakeGpu(1))
+        cupy_adapter._probe(lib, _FakeGpu(1))
 
 
 def _threads_after_selecting(backend_name, setup="", env=None):

@@ -129,7 +129,7 @@ def _reference(name, *args):
         "step_function": lambda x: (x > 0).astype(float),
         "sigmoid_grad": lambda x: (1 - 1 / (1 + np.exp(-x))) / (1 + np.exp(-x)),
         "relu": lambda x: np.maximum(0, x),
-        "relu_grad": lambda x: (x > 0).astype(float),
+        "relu_grad": lambda x: (x >= 0).astype(float),  # the book: grad[x>=0] = 1
     }[name](args[0])
 
 

@@ -22,7 +22,8 @@ import pytest
 
 import portnet as pn
 from portnet import cli, datasets
-from portnet import io as pio
+from portnet.persistence import files as pio
+from portnet.persistence import pickles
 
 LABELS = "t10k-labels-idx1-ubyte"
 
@@ -298,7 +299,7 @@ def test_batch_norm_statistics_of_the_wrong_shape_are_refused(tmp_path):
 
 
 def test_a_huge_npz_member_is_refused_before_reading(tmp_path, monkeypatch):
-    monkeypatch.setattr(pio, "MAX_ELEMENTS", 1000)
+    monkeypatch.setattr(pickles, "MAX_ELEMENTS", 1000)
     path = _checkpoint(tmp_path / "big.npz", GOOD_META, {**_params(), "param/W1": np.zeros((100, 100), np.float32)})
     with pytest.raises(pn.CheckpointError, match="exceeds the limit of 1,000|unpacks to"):
         pn.load_checkpoint(path)

@@ -188,7 +188,7 @@ def test_max_pooling_routes_to_the_first_maximum(backend, stride, pad, window):
 
 
 def test_pooling_default_stride_is_the_books():
-    assert pn.Pooling(2, 2).stride == 1
+    assert pn.Pooling(2, 2).stride == 2  # common/layers.py: Pooling(pool_h, pool_w, stride=2, pad=0)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -216,30 +216,77 @@ def test_jax_compiled_steps_match_eager_ones(mnist):
 
 
 def test_jit_needs_what_it_can_compile(mnist):
-    with pytest.raises(pn.InputError, match="jit=True needs JAX arrays"):
+    with pytest.raises(pn.InputError, match="jit=True needs a library that compiles"):
         pn.Trainer(pn.TwoLayerNet(784, 5, 10, seed=0), *_data(mnist, 500, 100), jit=True, verbose=False)
 
 
-def test_thread_choice_drops_a_stalling_setting_after_two_steps(monkeypatch):
-    """With a core busy, all-core BLAS stalls: the choice keeps one thread, and stops probing early."""
-    import contextlib
+def test_thread_tuner_drops_a_stalling_setting_after_two_steps(monkeypatch):
+    """With a core busy, all-core BLAS stalls: the tuner keeps one thread, and stops probing early."""
     import time as _time
+    from types import SimpleNamespace
 
-    from portnet.threads import ThreadChoice
+    from portnet.callbacks import ThreadTuner
 
-    choice = ThreadChoice(np.zeros(3))
-    if not choice.enabled:
+    tuner, trainer = ThreadTuner(), SimpleNamespace(x_train=np.zeros(3), iter_per_epoch=100)
+    tuner.on_train_begin(trainer)
+    if not tuner.enabled:
         pytest.skip("threadpoolctl is not installed or there is one core")
-    current = []
-    monkeypatch.setattr(choice, "_limit", lambda c: contextlib.ExitStack() if current.append(c) else contextlib.nullcontext())
+    entered = []
+    monkeypatch.setattr(tuner, "_enter", entered.append)
+    tuner.on_epoch_begin(trainer)
     ran = []
-
-    def step(i):
-        ran.append((i, current[-1]))
-        if current[-1] is None:
+    for i in range(100):
+        tuner.on_step_begin(trainer, i)
+        ran.append(entered[-1])
+        if entered[-1] is None:
             _time.sleep(0.003)  # the stall a busy core causes
+        tuner.on_step_end(trainer, i)
+    assert tuner.choice == 1
+    assert sum(c is None for c in ran) == 2, "two probing steps, then no more under the stalling setting"
 
-    choice.run(step, 100)
-    assert choice.history == [1]
-    assert [i for i, _ in ran] == list(range(100))
-    assert sum(c is None for _, c in ran) == 2, "two probing steps, then no more under the stalling setting"
+
+def test_callbacks_see_the_loop(mnist):
+    """A user's callback gets every hook in order, the losses as floats, and can stop nothing it
+    was not asked to."""
+    seen = []
+
+    class Recorder(pn.Callback):
+        def on_train_begin(self, trainer):
+            seen.append("begin")
+
+        def on_epoch_begin(self, trainer):
+            seen.append(f"epoch {trainer.current_epoch}")
+
+        def on_losses(self, trainer, first_step, losses):
+            assert all(isinstance(v, float) for v in losses)
+            seen.append((first_step, len(losses)))
+
+        def on_epoch_end(self, trainer):
+            seen.append(f"end {trainer.current_epoch}: {len(trainer.test_acc_list)} evaluations")
+
+        def on_train_end(self, trainer):
+            seen.append("done")
+
+        def close(self, trainer):
+            seen.append("closed")
+
+    net = pn.TwoLayerNet(784, 10, 10, seed=0)
+    pn.Trainer(net, *_data(mnist, 1000, 100), epochs=2, optimizer="sgd", verbose=False, loss_every=4, seed=0,
+               callbacks=[Recorder()]).train()
+    assert seen == ["begin", "epoch 0", (0, 4), (4, 4), (8, 2), "end 1: 1 evaluations",
+                    "epoch 1", (10, 4), (14, 4), (18, 2), "end 2: 2 evaluations", "done", "closed"]
+
+
+def test_a_last_step_that_blows_up_is_caught(mnist):
+    """The last update of an epoch has no loss read after it: the parameters it left are checked."""
+    net = pn.TwoLayerNet(784, 20, 10, seed=0)
+    trainer = pn.Trainer(net, *_data(mnist, 1000, 100), epochs=1, optimizer=_PoisonAfter(10), verbose=False, seed=0)
+    with pytest.raises(pn.TrainingDiverged, match=r"W1 turned non-finite at step 9 \(epoch 1\).*restored to those of step 0"):
+        trainer.train()
+    assert all(np.isfinite(pn.to_numpy(v)).all() for v in net.params.values())
+
+
+def test_an_epoch_without_train(mnist):
+    """train_epoch on its own (a benchmark's, the GPU audit's) runs the callbacks' setup first."""
+    trainer = pn.Trainer(pn.TwoLayerNet(784, 5, 10, seed=0), *_data(mnist, 500, 100), epochs=1, verbose=False, seed=0)
+    assert trainer.train_epoch() > 0 and len(trainer.train_loss_list) == 5

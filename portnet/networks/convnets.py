@@ -1,7 +1,8 @@
 """The book's convolutional networks: ``SimpleConvNet`` (ch. 7.5) and ``DeepConvNet`` (ch. 8.1).
 
-Layer order, defaults and initialisation are the book's; ``layers`` is a list, as there. Both
-predict ``accuracy_batch_size`` = 100 images at a time, as the book's ``accuracy``.
+Layer order, names, defaults and initialisation are the book's: ``layers`` is a dict in
+SimpleConvNet and a list in DeepConvNet, as there. Both predict ``accuracy_batch_size`` = 100
+images at a time, as the book's ``accuracy``.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def _pooled(size):
 
 class SimpleConvNet(_ConvNet):
     """conv - relu - pool - affine - relu - affine - softmax (ch. 7.5); weights
-    ``weight_init_std`` x N(0, 1), the pool 2x2 with stride 2."""
+    ``weight_init_std`` x N(0, 1), the pool 2x2 with stride 2; ``layers`` named as the book's
+    (``Conv1``, ``Relu1``, ``Pool1``, ``Affine1``, ``Relu2``, ``Affine2``)."""
 
     def __init__(self, input_dim=(1, 28, 28), conv_param=None, hidden_size=100, output_size=10,
                  weight_init_std=0.01, *, dtype=None, seed=None):
@@ -77,14 +79,14 @@ class SimpleConvNet(_ConvNet):
         self.config = {"input_dim": list(input_dim), "conv_param": conv_param, "hidden_size": hidden_size,
                        "output_size": output_size, "weight_init_std": weight_init_std}
         conv, _, _ = self._conv(rng, 1, input_dim[0], input_dim[1:], conv_param, lambda fan_in: scale)
-        self.layers = [
-            conv,
-            Relu(),
-            Pooling(pool_h=2, pool_w=2, stride=2),
-            self._affine(rng, 2, flat, hidden_size, scale),
-            Relu(),
-            self._affine(rng, 3, hidden_size, output_size, scale),
-        ]
+        self.layers = {
+            "Conv1": conv,
+            "Relu1": Relu(),
+            "Pool1": Pooling(pool_h=2, pool_w=2, stride=2),
+            "Affine1": self._affine(rng, 2, flat, hidden_size, scale),
+            "Relu2": Relu(),
+            "Affine2": self._affine(rng, 3, hidden_size, output_size, scale),
+        }
         self.last_layer = SoftmaxWithLoss()
 
 

@@ -56,7 +56,6 @@ class MultiLayerNet(Network):
             "use_batchnorm": use_batchnorm,
         }
         self.weight_decay_lambda = weight_decay_lambda
-        self.hidden_layer_num = len(sizes) - 2
         for idx in range(1, len(sizes)):
             scale = init_scale(weight_init_std, sizes[idx - 1])
             self.params[f"W{idx}"] = self._normal(rng, (sizes[idx - 1], sizes[idx]), scale)
@@ -89,13 +88,21 @@ MultiLayerNetExtend = MultiLayerNet
 
 
 class TwoLayerNet(MultiLayerNet):
-    """Affine - ReLU - Affine - softmax, weights ``weight_init_std`` x N(0, 1) (the book's ch. 5)."""
+    """Affine - ReLU - Affine - softmax, weights ``weight_init_std`` x N(0, 1) (the book's ch. 5.7),
+    its layers named as the book's: ``Affine1``, ``Relu1``, ``Affine2`` and ``lastLayer``."""
 
     def __init__(self, input_size, hidden_size, output_size, weight_init_std=0.01, *, dtype=None, seed=None):
         super().__init__(input_size, [hidden_size], output_size, "relu", weight_init_std, dtype=dtype, seed=seed)
+        self.layers = {"Affine1": self.layers["Affine1"], "Relu1": self.layers["Activation_function1"],
+                       "Affine2": self.layers["Affine2"]}
         self.config = {
             "input_size": self.sizes[0],
             "hidden_size": self.sizes[1],
             "output_size": self.sizes[2],
             "weight_init_std": weight_init_std,
         }
+
+    @property
+    def lastLayer(self):  # noqa: N802  (the book's name)
+        """The book's name for the softmax-with-loss layer (``last_layer``)."""
+        return self.last_layer

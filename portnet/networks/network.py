@@ -12,14 +12,16 @@ on every backend.
 
 from __future__ import annotations
 
+import copy
 import math
 
 from .. import backend as _backend
 from ..arrays import dtype_name, from_numpy, library_name, namespace_of, to_numpy
+from ..checks import same_samples
 from ..errors import ArrayTypeError, CheckpointError, InputError
 from ..functions import check_labels, check_targets, labels_of
 from ..gradient import numerical_gradient as _numerical_gradient
-from ..layers import BatchNormalization, Dropout
+from ..persistence import read_checkpoint, read_pickled_arrays, write_checkpoint, write_pickled_arrays
 from ..randomness import host_rng, random_normal
 
 
@@ -66,9 +68,7 @@ class Network:
         predicted ``batch_size`` rows at a time (default: the network's ``accuracy_batch_size``)."""
         xp = self._own(x, "x")
         self._own(t, "t")
-        n = x.shape[0]
-        if t.shape[:1] != x.shape[:1]:
-            raise InputError(f"accuracy: {n} samples in x but {t.shape[0] if t.ndim else 0} in t")
+        n = same_samples("accuracy", x, t)
         labels = labels_of(xp, (n, self.output_size), t, "accuracy")
         check_labels(xp, labels, self.output_size)
         step = self.accuracy_batch_size if batch_size is None else int(batch_size)
@@ -139,28 +139,57 @@ class Network:
         return loss, grads
 
     def freeze_dropout(self, frozen=True):
-        """Keep the current dropout masks (for gradient checks) or draw new ones again."""
+        """Keep the current random masks (dropout's, for gradient checks) or draw new ones again."""
         for layer in self.layer_list():
-            if isinstance(layer, Dropout):
+            if getattr(layer, "generators", ()):
                 layer.frozen = frozen
 
     def buffers(self) -> dict:
-        """State that is not a parameter: the batch-norm running statistics, by layer name."""
-        out = {}
-        for name, layer in self._named_layers():
-            if isinstance(layer, BatchNormalization) and layer.running_mean is not None:
-                out[f"{name}.running_mean"] = layer.running_mean
-                out[f"{name}.running_var"] = layer.running_var
-        return out
+        """State that is not a parameter: the layers' persistent values (the batch-norm running
+        statistics), by layer name and attribute."""
+        return {f"{name}.{attr}": getattr(layer, attr) for name, layer in self._named_layers()
+                for attr in getattr(layer, "persistent", ()) if getattr(layer, attr) is not None}
 
     def buffer_shapes(self) -> dict:
-        """The buffers this architecture defines and their shapes (for validating a checkpoint)."""
-        out = {}
-        for name, layer in self._named_layers():
-            if isinstance(layer, BatchNormalization):
-                shape = tuple(layer.gamma.shape)
-                out[f"{name}.running_mean"] = out[f"{name}.running_var"] = shape
-        return out
+        """The buffers this network holds and their shapes (for validating a checkpoint)."""
+        return {key: tuple(value.shape) for key, value in self.buffers().items()}
+
+    def generators(self) -> list:
+        """The random generators the layers draw from, each once."""
+        found = {}
+        for layer in self.layer_list():
+            for attr in getattr(layer, "generators", ()):
+                rng = getattr(layer, attr)
+                if rng is not None:
+                    found.setdefault(id(rng), rng)
+        return list(found.values())
+
+    def bound(self, params: dict, buffers: dict, generator_states: list):
+        """A copy of this network computing with ``params``, ``buffers`` and the generators' states
+        given (a pure step's state, traced or concrete), sharing nothing it could change: whatever
+        a pass leaves on the copy's layers (traced values included) goes with the copy."""
+        clone = copy.copy(self)
+        clone.params = dict(params)
+        rngs = {id(rng): copy.copy(rng) for rng in self.generators()}
+        for rng, state in zip(rngs.values(), generator_states):
+            rng.native = copy.copy(rng.native)
+            rng.state = state
+
+        def rebind(layer):
+            layer = copy.copy(layer)
+            if getattr(layer, "params", None) is self.params:
+                layer.params = clone.params
+            for attr in getattr(layer, "generators", ()):
+                setattr(layer, attr, rngs.get(id(getattr(layer, attr)), getattr(layer, attr)))
+            return layer
+
+        if isinstance(self.layers, dict):
+            clone.layers = {name: rebind(layer) for name, layer in self.layers.items()}
+        else:
+            clone.layers = [rebind(layer) for layer in self.layers]
+        clone.last_layer = copy.copy(self.last_layer)
+        clone.load_buffers(buffers)
+        return clone
 
     def load_buffers(self, buffers):
         """Restore what :meth:`buffers` returned (names and shapes checked first)."""
@@ -178,8 +207,6 @@ class Network:
     def save_params(self, file_name="params.pkl", *, overwrite=True):
         """Write the parameters: a ``.pkl`` file holds the book's pickled dict of NumPy arrays (the
         book's own code reads it); any other name a portnet ``.npz`` checkpoint."""
-        from ..io import write_checkpoint, write_pickled_arrays
-
         params = {k: to_numpy(v) for k, v in self.params.items()}
         if str(file_name).endswith(".pkl"):
             return write_pickled_arrays(file_name, params, overwrite=overwrite)
@@ -191,8 +218,6 @@ class Network:
         """Read parameters saved by :meth:`save_params` or by the book's code (its pickles are read
         safely: nothing in them runs), checked against this network's keys and shapes, converted
         to its dtype on its device."""
-        from ..io import read_checkpoint, read_pickled_arrays
-
         if str(file_name).endswith(".npz"):
             _, params, buffers = read_checkpoint(file_name)
         else:
@@ -255,8 +280,7 @@ class Network:
         """Library, shapes and label range, with errors that name what is wrong."""
         self._own(x, "x")
         self._own(t, "t")
-        if x.ndim < 1 or t.ndim < 1 or t.shape[0] != x.shape[0]:
-            raise InputError(f"x and t disagree on the number of samples: shapes {tuple(x.shape)} and {tuple(t.shape)}")
+        same_samples(type(self).__name__, x, t)
         check_targets(namespace_of(x, t), (x.shape[0], self.output_size), t)
 
 

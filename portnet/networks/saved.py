@@ -1,20 +1,17 @@
-"""Saved networks: portnet's checkpoints (a network's parameters, batch-norm statistics and
-architecture in one ``.npz``) and the book's pickled weights, loaded onto the active backend.
-
-Saving converts to NumPy on the host; loading validates the file against a schema (member names,
-dtypes, sizes, metadata types, the architecture's own parameter and buffer shapes) before it
-builds the network, on the active backend and device.
-"""
+"""Saved networks rebuilt: a portnet checkpoint names its network's class and constructor
+arguments, which are checked (and its parameters and buffers against the architecture's own
+shapes) before the network is built, on the active backend and device. The files themselves are
+:mod:`portnet.persistence`'s."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from . import backend as _backend
-from .arrays import dtype_name, from_numpy
-from .errors import CheckpointError, InputError
-from .io import checkpoint_path, read_checkpoint, read_pickled_arrays
-from .networks import DeepConvNet, MultiLayerNet, SimpleConvNet, TwoLayerNet
+from ..arrays import dtype_name, from_numpy
+from ..errors import CheckpointError, InputError
+from ..persistence import checkpoint_path, read_checkpoint
+from .convnets import DeepConvNet, SimpleConvNet
+from .multi_layer_net import MultiLayerNet, TwoLayerNet
 
 #: The classes a checkpoint may name.
 ARCHITECTURES = {cls.__name__: cls for cls in (TwoLayerNet, MultiLayerNet, SimpleConvNet, DeepConvNet)}
@@ -47,10 +44,3 @@ def load_checkpoint(path, *, dtype=None):
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     return network
-
-
-def load_book_weights(path) -> dict:
-    """The book's pickled weights (``sample_weight.pkl``, ch. 3.6.2, or its ConvNets' parameter
-    files) as a dict of arrays of the active backend, read without running any of the file's code."""
-    b = _backend.active()
-    return {k: from_numpy(v, b.xp, b.device) for k, v in read_pickled_arrays(path).items()}

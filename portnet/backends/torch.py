@@ -1,0 +1,68 @@
+"""PyTorch: the CPU and CUDA devices, its own generator, its own intra-op thread pool."""
+
+from __future__ import annotations
+
+from ..errors import BackendUnavailableError, InputError
+from . import CPU_BACKENDS, Adapter
+
+#: Device types that hold data to compute with ('meta' holds none).
+_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu")
+
+
+class Torch(Adapter):
+    name = "torch"
+    native_random = True
+    install = "pip install torch, or from portnet's source directory pip install '.[torch]'"
+
+    def resolve_device(self, lib, spec):
+        try:
+            dev = lib.device(spec if spec is not None else "cpu")
+        except (RuntimeError, TypeError):
+            raise InputError(f"unknown torch device {spec!r}; expected e.g. 'cpu', 'cuda', 'cuda:1'") from None
+        if dev.type not in _DEVICE_TYPES:
+            raise InputError(f"torch device {spec!r} cannot hold data to compute with; expected 'cpu' or 'cuda[:N]'")
+        if dev.type == "cuda":
+            count = lib.cuda.device_count() if lib.cuda.is_available() else 0
+            if (dev.index or 0) >= count:
+                raise BackendUnavailableError(
+                    f"torch device {str(dev)!r} is not visible: {count} usable NVIDIA GPU(s) found (torch "
+                    f"{lib.__version__}, CUDA build: {lib.version.cuda or 'no'}); {CPU_BACKENDS}"
+                )
+        try:  # the device its own tensors report: 'cuda' -> 'cuda:0', 'cpu:0' -> 'cpu'
+            return lib.empty(0, device=dev).device
+        except RuntimeError as exc:
+            raise BackendUnavailableError(f"torch device {str(dev)!r} is not usable: {exc}") from None
+
+    def thread_pool(self, device):
+        return "torch" if device.type == "cpu" else None
+
+    def limit_threads(self, n):
+        self.load().set_num_threads(n)
+
+    def to_numpy(self, x):
+        return x.detach().cpu().numpy()
+
+    def generator(self, seed, device):
+        return _TorchGenerator(seed, device)
+
+
+class _TorchGenerator:
+    """``torch.Generator`` on the device, with the methods :class:`portnet.randomness.Random` uses."""
+
+    def __init__(self, seed, device):
+        import torch
+
+        self.torch, self.device = torch, device
+        self.gen = torch.Generator(device=device).manual_seed(seed)
+
+    def uniform(self, shape, dtype):
+        return self.torch.rand(shape, generator=self.gen, device=self.device, dtype=dtype)
+
+    def permutation(self, n):
+        return self.torch.randperm(n, generator=self.gen, device=self.device)
+
+    def integers(self, low, high, size):
+        return self.torch.randint(low, high, (size,), generator=self.gen, device=self.device)
+
+
+ADAPTER = Torch()
