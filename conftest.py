@@ -24,6 +24,7 @@ import pytest
 
 import portnet
 from portnet import backend as backends
+from tests.matrix import MATRIX
 
 ROOT = Path(__file__).resolve().parent
 #: The shared data: beside the checkout (../shared/data), or carried into it (shared/data) on a
@@ -48,7 +49,7 @@ class Candidate:
     gpu: bool = False
 
 
-CANDIDATES = tuple(Candidate(*row) for row in backends.MATRIX)
+CANDIDATES = tuple(Candidate(*row) for row in MATRIX)
 
 
 def pytest_addoption(parser):
@@ -138,6 +139,7 @@ def pytest_runtest_setup(item):
 def backend(request):
     """The Backend under test, active for the test's duration (arrays it creates land on it)."""
     candidate, explicit = request.param
+    _skip_by_marker(request.node, candidate)
     found = _probe(candidate)
     if not isinstance(found, backends.Backend):
         must_run = explicit and not candidate.gpu
@@ -157,11 +159,25 @@ def xp(backend):
 
 
 # --------------------------------------------------------------------------- data
+def _skip_by_marker(node, candidate):
+    """A test marked ``skip_backends(*names, reason=...)`` skips those backends (a library name or
+    an id), one marked ``only_backends(...)`` all others, saying why (SciPy's skip_xp_backends)."""
+    named = {candidate.name, candidate.id}
+    for mark in node.iter_markers("skip_backends"):
+        if named & set(mark.args):
+            pytest.skip(f"{candidate.id}: {mark.kwargs['reason']}")
+    for mark in node.iter_markers("only_backends"):
+        if not named & set(mark.args):
+            pytest.skip(f"{candidate.id}: only {', '.join(mark.args)}: {mark.kwargs['reason']}")
+
+
 def pytest_configure(config):
     """The session's clock starts (``--time-share``); the backend settings move from the
     environment into the matrix; tests write parsed-data caches into a throwaway directory, never
     the user's cache."""
     config._portnet_start = time.monotonic()
+    config.addinivalue_line("markers", "skip_backends(*names, reason): skip these backends of the matrix")
+    config.addinivalue_line("markers", "only_backends(*names, reason): run only these backends of the matrix")
     config._portnet_env = {name: os.environ.pop(name) for name in _ENVIRONMENT if name in os.environ}
     backends._active = None
     if not os.environ.get("PORTNET_CACHE_DIR"):

@@ -35,6 +35,7 @@ import report  # noqa: E402
 import timing  # noqa: E402
 from runners_cnn import BookConvNet, PortnetConvNet, TorchEagerConvNet  # noqa: E402
 from runners_mlp import NumpyByHand, PortnetBookLoop, PortnetTrainer, TorchByHand, TorchEager  # noqa: E402
+from tests.matrix import MATRIX  # noqa: E402
 
 SIZES = {"all": [("784-50-10", [50], 100), ("784-50-10", [50], 1000), ("784-1000-1000-10", [1000, 1000], 1000)],
          "default": [("784-100-100-10", [100, 100], 100)]}  # default: the model of `portnet train`
@@ -44,7 +45,7 @@ SLOW = ("jax", "array_api_strict")
 def usable(include_slow=False, gpu_only=False):
     """(id, name, device, gpu) of the backends usable here (each skipped one said once)."""
     found = []
-    for backend_id, name, device, gpu in pn.backend.MATRIX:
+    for backend_id, name, device, gpu in MATRIX:
         if (name in SLOW and not include_slow) or backend_id == "array_api_strict-device1" or (gpu_only and not gpu):
             continue
         try:
@@ -60,7 +61,7 @@ def chosen(args, include_slow=False):
     """The portnet backends to time: ``--backends`` (each must run here), else those usable here."""
     if args.backends is None:
         return usable(include_slow)
-    rows = {row[0]: row for row in pn.backend.MATRIX}
+    rows = {row[0]: row for row in MATRIX}
     for backend_id in args.backends:
         pn.backend.make_backend(*rows[backend_id][1:3])  # fails, saying why, where it cannot run
     return [rows[b] for b in args.backends]
@@ -245,7 +246,7 @@ def bench_inference(data, weights_path, args):
 def memory_child(label, epochs, data_dir):
     """In a fresh process: RSS after loading MNIST, after setup, after each epoch (MB)."""
     backend_id = label.removeprefix("portnet ")
-    row = next(r for r in pn.backend.MATRIX if r[0] == backend_id) if label.startswith("portnet") else None
+    row = next(r for r in MATRIX if r[0] == backend_id) if label.startswith("portnet") else None
     if row:
         pn.backend.make_backend(row[1], row[2])
     with pn.use_backend("numpy"):
@@ -284,7 +285,7 @@ def main(argv=None):
     parser.add_argument("--slow-backends", action="store_true", help="also time jax and array_api_strict in the MLP table")
     parser.add_argument("--gpu-only", action="store_true", help="--backends: the GPU backends usable here")
     parser.add_argument("--backends", type=lambda text: [b for b in text.split(",") if b], metavar="IDS",
-                        help="portnet on these backends only (ids of portnet.backend.MATRIX), against PyTorch on "
+                        help="portnet on these backends only (ids of tests/matrix.py), against PyTorch on "
                              "their devices; no NumPy or book's-code runners")
     parser.add_argument("--sizes", choices=SIZES, default="all",
                         help="the MLP table's networks: all, or the default model of `portnet train` only")
@@ -302,7 +303,7 @@ def main(argv=None):
     unknown = sorted(set(jobs) - set(JOBS))
     if unknown:
         parser.error(f"unknown jobs {unknown}; expected some of {', '.join(JOBS)}")
-    known = {row[0] for row in pn.backend.MATRIX}
+    known = {row[0] for row in MATRIX}
     if args.backends is not None and (not args.backends or set(args.backends) - known):
         parser.error(f"--backends {','.join(args.backends)}: expected ids among {', '.join(sorted(known))}")
     if args.weights and not os.path.isfile(args.weights):

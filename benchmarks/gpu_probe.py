@@ -33,6 +33,7 @@ import numpy as np  # noqa: E402
 
 import portnet as pn  # noqa: E402
 from portnet.randomness import Random  # noqa: E402
+from tests.matrix import MATRIX  # noqa: E402
 
 BATCH = 100
 #: The largest relative difference from NumPy float64 that each dtype's rounding explains.
@@ -47,8 +48,8 @@ def networks(random_source):
 
 
 def matrix_row(backend_id):
-    """(name, device) of a backend id of ``portnet.backend.MATRIX``."""
-    for row_id, name, device, _ in pn.backend.MATRIX:
+    """(name, device) of a backend id of ``tests/matrix.py``."""
+    for row_id, name, device, _ in MATRIX:
         if row_id == backend_id:
             return name, device
     raise SystemExit(f"gpu_probe: unknown backend {backend_id!r}")
@@ -215,7 +216,7 @@ def capture(backend_id, data_dir):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("probe", choices=("parity", "capture"))
-    parser.add_argument("--backends", required=True, help="comma-separated ids of portnet.backend.MATRIX")
+    parser.add_argument("--backends", required=True, help="comma-separated ids of tests/matrix.py")
     parser.add_argument("--data-dir", required=True, help="the MNIST directory")
     parser.add_argument("--json", required=True, type=Path, help="where to write the result")
     args = parser.parse_args(argv)

@@ -28,16 +28,6 @@ from .randomness import Random, host_rng, random_normal  # noqa: F401  (public n
 
 BACKENDS = _adapters.NAMES
 DTYPES = ("float32", "float64")
-#: The backend matrix the tests and benchmarks run: (id, backend, device, on a GPU).
-MATRIX = (
-    ("numpy", "numpy", None, False),
-    ("array_api_strict", "array_api_strict", None, False),
-    ("array_api_strict-device1", "array_api_strict", "device1", False),
-    ("torch-cpu", "torch", "cpu", False),
-    ("torch-cuda", "torch", "cuda", True),
-    ("jax", "jax", None, False),
-    ("cupy", "cupy", 0, True),
-)
 
 
 @dataclass(frozen=True)
