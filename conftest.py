@@ -29,8 +29,10 @@ from tests.matrix import MATRIX
 ROOT = Path(__file__).resolve().parent
 #: The shared data: beside the checkout (../shared/data), or carried into it (shared/data) on a
 #: machine where ../shared does not exist.
-SHARED = next((p for p in (ROOT.parent / "shared" / "data", ROOT / "shared" / "data") if p.is_dir()),
-              ROOT.parent / "shared" / "data")
+SHARED = next(
+    (p for p in (ROOT.parent / "shared" / "data", ROOT / "shared" / "data") if p.is_dir()),
+    ROOT.parent / "shared" / "data",
+)
 
 
 def _missing(reason):
@@ -60,10 +62,17 @@ def pytest_addoption(parser):
         help="run the backend matrix on this backend only (repeatable): "
         + ", ".join(sorted({c.name for c in CANDIDATES} | {c.id for c in CANDIDATES})),
     )
-    parser.addoption("--gpu-subset", action="store_true",
-                     help="only the backend matrix's tests run; every other test (CPU-only) skips, saying so")
-    parser.addoption("--time-share", type=float, metavar="SECONDS",
-                     help="start no test after SECONDS from the session's start; the rest skip, saying so")
+    parser.addoption(
+        "--gpu-subset",
+        action="store_true",
+        help="only the backend matrix's tests run; every other test (CPU-only) skips, saying so",
+    )
+    parser.addoption(
+        "--time-share",
+        type=float,
+        metavar="SECONDS",
+        help="start no test after SECONDS from the session's start; the rest skip, saying so",
+    )
 
 
 #: The user's backend settings, read once and then removed from the environment: they choose the
@@ -74,17 +83,25 @@ _ENVIRONMENT = ("PORTNET_BACKEND", "PORTNET_DEVICE", "PORTNET_DTYPE")
 
 def _selected(config) -> tuple[list[Candidate], bool]:
     chosen = config._portnet_env
-    names = config.getoption("--backend") or ([chosen["PORTNET_BACKEND"]] if chosen.get("PORTNET_BACKEND") else [])
+    names = config.getoption("--backend") or (
+        [chosen["PORTNET_BACKEND"]] if chosen.get("PORTNET_BACKEND") else []
+    )
     if not names:
         return list(CANDIDATES), False
     known = {c.name for c in CANDIDATES} | {c.id for c in CANDIDATES}
     for n in names:
         if n not in known:
-            raise pytest.UsageError(f"unknown backend {n!r} for --backend; expected one of {sorted(known)}")
+            raise pytest.UsageError(
+                f"unknown backend {n!r} for --backend; expected one of {sorted(known)}"
+            )
     device = chosen.get("PORTNET_DEVICE")
-    if device and not config.getoption("--backend"):  # PORTNET_BACKEND=x PORTNET_DEVICE=y: that one device
+    if device and not config.getoption(
+        "--backend"
+    ):  # PORTNET_BACKEND=x PORTNET_DEVICE=y: that one device
         name = names[0]
-        return [Candidate(f"{name}-{device}", name, device, gpu=name == "cupy" or "cuda" in device)], True
+        return [
+            Candidate(f"{name}-{device}", name, device, gpu=name == "cupy" or "cuda" in device)
+        ], True
     return [c for c in CANDIDATES if c.id in names or c.name in names], True
 
 
@@ -95,7 +112,9 @@ def _probe(candidate: Candidate):
     """The Backend, or the reason it cannot run here (probed once per session)."""
     if candidate.id not in _probes:
         try:
-            _probes[candidate.id] = backends.make_backend(candidate.name, candidate.device, "float64")
+            _probes[candidate.id] = backends.make_backend(
+                candidate.name, candidate.device, "float64"
+            )
         except (backends.BackendUnavailableError, ValueError) as exc:
             _probes[candidate.id] = str(exc)
     return _probes[candidate.id]
@@ -113,7 +132,10 @@ def pytest_report_header(config):
     rows = []
     for c in chosen:
         found = _probe(c)
-        rows.append(f"  {c.id}: " + (f"{found.device}" if isinstance(found, backends.Backend) else f"skipped ({found})"))
+        rows.append(
+            f"  {c.id}: "
+            + (f"{found.device}" if isinstance(found, backends.Backend) else f"skipped ({found})")
+        )
     return ["portnet backend matrix:", *rows]
 
 
@@ -176,9 +198,15 @@ def pytest_configure(config):
     environment into the matrix; tests write parsed-data caches into a throwaway directory, never
     the user's cache."""
     config._portnet_start = time.monotonic()
-    config.addinivalue_line("markers", "skip_backends(*names, reason): skip these backends of the matrix")
-    config.addinivalue_line("markers", "only_backends(*names, reason): run only these backends of the matrix")
-    config._portnet_env = {name: os.environ.pop(name) for name in _ENVIRONMENT if name in os.environ}
+    config.addinivalue_line(
+        "markers", "skip_backends(*names, reason): skip these backends of the matrix"
+    )
+    config.addinivalue_line(
+        "markers", "only_backends(*names, reason): run only these backends of the matrix"
+    )
+    config._portnet_env = {
+        name: os.environ.pop(name) for name in _ENVIRONMENT if name in os.environ
+    }
     backends._active = None
     if not os.environ.get("PORTNET_CACHE_DIR"):
         config._portnet_cache = tempfile.mkdtemp(prefix="portnet-test-cache-")

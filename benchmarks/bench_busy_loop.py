@@ -47,13 +47,28 @@ print("loop", time.perf_counter() - start)
 
 
 def run_readme(backend, steps, env):
-    out = _run([sys.executable, "-c", README_LOOP.format(steps=steps)], {**env, "PORTNET_BACKEND": backend})
+    out = _run(
+        [sys.executable, "-c", README_LOOP.format(steps=steps)], {**env, "PORTNET_BACKEND": backend}
+    )
     return float(re.search(r"^loop ([0-9.]+)$", out, re.M).group(1))
 
 
 def run_train(backend, env):
     """``portnet train --epochs 1`` (the default model, 600 steps): the epoch's training time."""
-    out = _run([sys.executable, "-m", "portnet", "train", "--epochs", "1", "--backend", backend, "--no-progress"], env)
+    out = _run(
+        [
+            sys.executable,
+            "-m",
+            "portnet",
+            "train",
+            "--epochs",
+            "1",
+            "--backend",
+            backend,
+            "--no-progress",
+        ],
+        env,
+    )
     return float(re.search(r"^epoch +1/1: .*, ([0-9.]+) s$", out, re.M).group(1))
 
 
@@ -68,17 +83,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=2000, help="steps of the README loop")
-    parser.add_argument("--data-dir", default=os.environ.get("PORTNET_DATA_DIR") or str(ROOT.parent / "shared/data/mnist"))
+    parser.add_argument(
+        "--data-dir",
+        default=os.environ.get("PORTNET_DATA_DIR") or str(ROOT.parent / "shared/data/mnist"),
+    )
     args = parser.parse_args()
     env = {**os.environ, "PORTNET_DATA_DIR": args.data_dir, "PYTHONPATH": str(ROOT)}
     env.pop("PORTNET_THREADS", None)
-    runners = {f"README loop, {b}": (lambda b=b: run_readme(b, args.steps, env)) for b in ("numpy", "torch")}
+    runners = {
+        f"README loop, {b}": (lambda b=b: run_readme(b, args.steps, env))
+        for b in ("numpy", "torch")
+    }
     runners |= {f"portnet train, {b}": (lambda b=b: run_train(b, env)) for b in ("numpy", "torch")}
     print(f"machine: {machine_name()}", flush=True)
     times = {(label, state): [] for label in runners for state in ("quiet", "busy")}
     for k in range(args.rounds):
         for label, runner in runners.items():
-            for state in (("quiet", "busy") if k % 2 == 0 else ("busy", "quiet")):
+            for state in ("quiet", "busy") if k % 2 == 0 else ("busy", "quiet"):
                 if state == "busy":
                     with busy_core():
                         times[label, state].append(runner())
@@ -86,9 +107,12 @@ def main() -> int:
                     time.sleep(0.5)
                     times[label, state].append(runner())
         print(f"round {k + 1}/{args.rounds} done", flush=True)
-    print(f"\n| run | quiet s | busy s | busy / quiet |\n| --- | ---: | ---: | ---: |")
+    print("\n| run | quiet s | busy s | busy / quiet |\n| --- | ---: | ---: | ---: |")
     for label in runners:
-        quiet, busy = statistics.median(times[label, "quiet"]), statistics.median(times[label, "busy"])
+        quiet, busy = (
+            statistics.median(times[label, "quiet"]),
+            statistics.median(times[label, "busy"]),
+        )
         print(f"| {label} | {quiet:.2f} | {busy:.2f} | {busy / quiet:.2f}x |")
     return 0
 

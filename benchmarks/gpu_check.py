@@ -66,21 +66,41 @@ from typing import Callable
 from paths import ROOT, SHARED
 
 STARTED = time.monotonic()  # the budget counts from here
-STEPS = {"tests": 0.30, "audit": 0.12, "train": 0.28, "bench": 0.30}  # each step's weight in the budget
+STEPS = {
+    "tests": 0.30,
+    "audit": 0.12,
+    "train": 0.28,
+    "bench": 0.30,
+}  # each step's weight in the budget
 GPU_BACKENDS = {"cupy": ("cupy", 0), "torch-cuda": ("torch", "cuda")}
-STAND_INS = {"cupy": ("array_api_strict-device1", "array_api_strict", "device1"), "torch-cuda": ("torch-cpu", "torch", "cpu")}
+STAND_INS = {
+    "cupy": ("array_api_strict-device1", "array_api_strict", "device1"),
+    "torch-cuda": ("torch-cpu", "torch", "cpu"),
+}
 GRACE = 10  # seconds a stopped subprocess has between SIGTERM and SIGKILL
 #: What the steps run, sized to fit their shares: on one H100/H200, and on two CPU cores.
 SIZES = {
-    "gpu": {"budget": 540, "tests": None, "bench": ["--repeats", "3", "--conv-steps", "50"],
-            "train": {"multi-layer": ["--epochs", "3"], "deep-conv": ["--epochs", "2"]}},
-    "rehearsal": {"budget": 240, "tests": ["tests/test_gpu.py", "tests/test_trainer.py"],
-                  "bench": ["--repeats", "1", "--conv-steps", "1", "--limit", "1000"],
-                  "train": {"multi-layer": ["--epochs", "2", "--limit", "2000"],
-                            "deep-conv": ["--epochs", "1", "--limit", "100"]}},
+    "gpu": {
+        "budget": 540,
+        "tests": None,
+        "bench": ["--repeats", "3", "--conv-steps", "50"],
+        "train": {"multi-layer": ["--epochs", "3"], "deep-conv": ["--epochs", "2"]},
+    },
+    "rehearsal": {
+        "budget": 240,
+        "tests": ["tests/test_gpu.py", "tests/test_trainer.py"],
+        "bench": ["--repeats", "1", "--conv-steps", "1", "--limit", "1000"],
+        "train": {
+            "multi-layer": ["--epochs", "2", "--limit", "2000"],
+            "deep-conv": ["--epochs", "1", "--limit", "100"],
+        },
+    },
 }
 #: `portnet train`'s line for each epoch (what follows each figure may vary).
-EPOCH_LINE = re.compile(r"^epoch\s+(\d+)/(\d+):.*?train acc ([0-9.]+).*?test acc ([0-9.]+).*?loss ([^,\s]+).*?([0-9.]+) s$", re.M)
+EPOCH_LINE = re.compile(
+    r"^epoch\s+(\d+)/(\d+):.*?train acc ([0-9.]+).*?test acc ([0-9.]+).*?loss ([^,\s]+).*?([0-9.]+) s$",
+    re.M,
+)
 
 
 @dataclass
@@ -105,14 +125,30 @@ class Check:
         self.python = sys.executable
         chosen = args.steps
         self.report = {
-            "rehearsal": self.rehearse, "budget_s": self.budget,
+            "rehearsal": self.rehearse,
+            "budget_s": self.budget,
             "backends": [{"backend": b, "runs_on": i} for b, i, _, _ in backends],
             "data": {"mnist": str(self.mnist), "book": str(self.book), "found": data_source()},
-            "environment": {**environment(), "portnet imported from": self.imported_from()}, "tf32": tf32_settings(),
-            "steps": [{"name": s, "status": "pending" if s in chosen else "not chosen", "seconds": 0.0,
-                       "planned_share_s": round(self.budget * STEPS[s] / sum(STEPS[c] for c in chosen), 1)
-                       if s in chosen else 0.0, "parts": []} for s in STEPS],
-            "parity": [], "epochs": [], "capture": [], "benchmark": None,
+            "environment": {**environment(), "portnet imported from": self.imported_from()},
+            "tf32": tf32_settings(),
+            "steps": [
+                {
+                    "name": s,
+                    "status": "pending" if s in chosen else "not chosen",
+                    "seconds": 0.0,
+                    "planned_share_s": round(
+                        self.budget * STEPS[s] / sum(STEPS[c] for c in chosen), 1
+                    )
+                    if s in chosen
+                    else 0.0,
+                    "parts": [],
+                }
+                for s in STEPS
+            ],
+            "parity": [],
+            "epochs": [],
+            "capture": [],
+            "benchmark": None,
         }
         self.write()
 
@@ -121,15 +157,26 @@ class Check:
         """The subprocesses' environment: the checkout first on the path, output unbuffered (a log
         is whole when its process is stopped), JAX allocating as it goes (not 75 % of the GPU at
         its first use), no backend chosen by a variable."""
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-               "PYTHONUNBUFFERED": "1", "XLA_PYTHON_CLIENT_PREALLOCATE": "false", **(extra or {})}
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            "PYTHONUNBUFFERED": "1",
+            "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
+            **(extra or {}),
+        }
         for name in ("PORTNET_BACKEND", "PORTNET_DEVICE", "PORTNET_DTYPE"):
             env.pop(name, None)
         return env
 
     def imported_from(self) -> str:
-        out = subprocess.run([self.python, "-c", "import portnet; print(portnet.__file__)"], cwd=ROOT, env=self.env(),
-                             capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [self.python, "-c", "import portnet; print(portnet.__file__)"],
+            cwd=ROOT,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         return out.stdout.strip() or " ".join(out.stderr.split())[-300:]
 
     def left(self) -> float:
@@ -143,33 +190,61 @@ class Check:
         parts = getattr(self, f"_{name}")()
         for i, part in enumerate(parts):
             left = share - (time.monotonic() - start)
-            self.run_part(step, part, max(0.0, left * part.weight / sum(p.weight for p in parts[i:])))
+            self.run_part(
+                step, part, max(0.0, left * part.weight / sum(p.weight for p in parts[i:]))
+            )
         statuses = [p["status"] for p in step["parts"]]
-        step["status"] = next((s for s in ("failed", "cut short", "skipped") if s in statuses), "ok")
+        step["status"] = next(
+            (s for s in ("failed", "cut short", "skipped") if s in statuses), "ok"
+        )
         step["seconds"] = round(time.monotonic() - start, 1)
         self.write()
-        print(f"gpu_check: step {name}: {step['status']} in {step['seconds']} s (share {step['share_s']} s)", flush=True)
+        print(
+            f"gpu_check: step {name}: {step['status']} in {step['seconds']} s (share {step['share_s']} s)",
+            flush=True,
+        )
 
     def run_part(self, step, part, share):
         log = self.logs / f"{step['name']}-{len(step['parts']) + 1}.log"
         command = part.command(share)
-        entry = {"name": part.name, "status": "running", "share_s": round(share, 1), "seconds": 0.0,
-                 "command": shlex.join(command), "log": str(log)}
+        entry = {
+            "name": part.name,
+            "status": "running",
+            "share_s": round(share, 1),
+            "seconds": 0.0,
+            "command": shlex.join(command),
+            "log": str(log),
+        }
         step["parts"].append(entry)
         self.write()
-        print(f"gpu_check: {step['name']}: {part.name} (share {share:.0f} s): {entry['command']}", flush=True)
+        print(
+            f"gpu_check: {step['name']}: {part.name} (share {share:.0f} s): {entry['command']}",
+            flush=True,
+        )
         start = time.monotonic()
         with open(log, "w") as f:
-            proc = subprocess.Popen(command, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=self.env(part.env),
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                env=self.env(part.env),
+                start_new_session=True,
+            )
             try:
                 code = proc.wait(timeout=share)
                 stopped = None
             except subprocess.TimeoutExpired:
                 stopped = f"stopped at the end of its share ({share:.0f} s)"
-            except BaseException:  # gpu_check itself is being stopped: its subprocess goes too, the report says so
+            except (
+                BaseException
+            ):  # gpu_check itself is being stopped: its subprocess goes too, the report says so
                 _stop(proc)
-                entry.update(status="cut short", detail="gpu_check was stopped", seconds=round(time.monotonic() - start, 1))
+                entry.update(
+                    status="cut short",
+                    detail="gpu_check was stopped",
+                    seconds=round(time.monotonic() - start, 1),
+                )
                 self.write()
                 raise
             if stopped:
@@ -178,16 +253,27 @@ class Check:
         entry["tail"] = "\n".join(log.read_text(errors="replace").strip().splitlines()[-15:])
         try:
             status, detail = part.read(entry, code)
-        except (OSError, ValueError, KeyError, ET.ParseError) as exc:  # e.g. a result file cut off mid-write
+        except (
+            OSError,
+            ValueError,
+            KeyError,
+            ET.ParseError,
+        ) as exc:  # e.g. a result file cut off mid-write
             status, detail = "failed", f"its output could not be read ({type(exc).__name__}: {exc})"
         if stopped:
             status, detail = "cut short", f"{stopped}; {detail}"
         entry.update(status=status, detail=detail)
         self.write()
-        print(f"gpu_check: {step['name']}: {part.name}: {status}: {detail} ({entry['seconds']} s)", flush=True)
+        print(
+            f"gpu_check: {step['name']}: {part.name}: {status}: {detail} ({entry['seconds']} s)",
+            flush=True,
+        )
 
     def interrupted(self):
-        for entry in [*self.report["steps"], *(p for s in self.report["steps"] for p in s["parts"])]:
+        for entry in [
+            *self.report["steps"],
+            *(p for s in self.report["steps"] for p in s["parts"]),
+        ]:
             if entry["status"] in ("pending", "running"):
                 entry.update(status="cut short", detail="gpu_check was stopped")
         self.write()
@@ -200,19 +286,38 @@ class Check:
             xml.unlink(missing_ok=True)
             margin = min(30.0, 0.2 * share)  # for the test running when the share is spent
             backends = [a for _, i, _, _ in self.backends for a in ("--backend", i)]
-            return [self.python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfEs", f"--junitxml={xml}",
-                    f"--time-share={max(0.0, share - margin):.0f}", *select, *backends, *targets]
+            return [
+                self.python,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "-rfEs",
+                f"--junitxml={xml}",
+                f"--time-share={max(0.0, share - margin):.0f}",
+                *select,
+                *backends,
+                *targets,
+            ]
 
         def read(entry, code):
             if not xml.is_file():
                 return "failed", f"pytest exited with {code} and left no summary"
             entry["tests"] = counts = junit_counts(xml)
-            not_started = sum(n for reason, n in counts["skip_reasons"].items() if "--time-share" in reason)
-            summary = f"{counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped"
+            not_started = sum(
+                n for reason, n in counts["skip_reasons"].items() if "--time-share" in reason
+            )
+            summary = (
+                f"{counts['passed']} passed, {counts['failed']} failed, {counts['skipped']} skipped"
+            )
             if counts["failed"] or code != 0:
                 return "failed", f"{summary} (exit status {code})"
             if not_started:
-                return "cut short", f"{summary}, of which {not_started} not started: the share was spent"
+                return (
+                    "cut short",
+                    f"{summary}, of which {not_started} not started: the share was spent",
+                )
             if not counts["passed"]:
                 return "skipped", f"no test ran: {summary}"
             return "ok", summary
@@ -220,32 +325,75 @@ class Check:
         return Part(title, command, read, env=extra_env)
 
     def _tests(self):
-        files = sorted(f"tests/{p.name}" for p in (ROOT / "tests").glob("test_*.py") if p.name != "test_gpu.py")
+        files = sorted(
+            f"tests/{p.name}" for p in (ROOT / "tests").glob("test_*.py") if p.name != "test_gpu.py"
+        )
         targets = self.sizes["tests"] or ["tests/test_gpu.py", *files]
-        suite = self._pytest("the suite's GPU subset", "tests", targets, ["--gpu-subset", "-k", "not no_host_sync"],
-                             self._require_gpu())
+        suite = self._pytest(
+            "the suite's GPU subset",
+            "tests",
+            targets,
+            ["--gpu-subset", "-k", "not no_host_sync"],
+            self._require_gpu(),
+        )
         suite.weight = 0.85
-        parity = self._probe("parity", "parity: loss and gradients against NumPy float64",
-                             [i for _, i, _, _ in self.backends], "parity", weight=0.15)
+        parity = self._probe(
+            "parity",
+            "parity: loss and gradients against NumPy float64",
+            [i for _, i, _, _ in self.backends],
+            "parity",
+            weight=0.15,
+        )
         return [suite, parity]
 
     def _audit(self):
-        parts = [self._pytest("no host sync inside an epoch (tests/test_gpu.py)", "audit", ["tests/test_gpu.py"],
-                              ["-k", "no_host_sync"], self._require_gpu())]
+        parts = [
+            self._pytest(
+                "no host sync inside an epoch (tests/test_gpu.py)",
+                "audit",
+                ["tests/test_gpu.py"],
+                ["-k", "no_host_sync"],
+                self._require_gpu(),
+            )
+        ]
         cupy = [i for b, i, _, _ in self.backends if b == "cupy"]
         if cupy:
-            parts.append(self._probe("capture", "stream capture of training steps and a shuffle (CuPy)", cupy, "capture"))
+            parts.append(
+                self._probe(
+                    "capture",
+                    "stream capture of training steps and a shuffle (CuPy)",
+                    cupy,
+                    "capture",
+                )
+            )
         return parts
 
     def _train(self):
         parts = []
         for model, sizes in self.sizes["train"].items():
             for check_name, backend_id, name, device in self.backends:
-                parts.append(Part(f"portnet train --model {model} on {check_name}",
-                                  lambda share, m=model, n=name, d=device, s=sizes: [
-                                      self.python, "-m", "portnet", "train", "--model", m, "--backend", n,
-                                      "--device", str(d), *s, "--no-progress", "--data-dir", str(self.mnist)],
-                                  self._epochs(model, check_name)))
+                parts.append(
+                    Part(
+                        f"portnet train --model {model} on {check_name}",
+                        lambda share, m=model, n=name, d=device, s=sizes: [
+                            self.python,
+                            "-m",
+                            "portnet",
+                            "train",
+                            "--model",
+                            m,
+                            "--backend",
+                            n,
+                            "--device",
+                            str(d),
+                            *s,
+                            "--no-progress",
+                            "--data-dir",
+                            str(self.mnist),
+                        ],
+                        self._epochs(model, check_name),
+                    )
+                )
         return parts
 
     def _bench(self):
@@ -254,18 +402,39 @@ class Check:
         def command(share):
             results.unlink(missing_ok=True)
             tables.unlink(missing_ok=True)
-            return [self.python, "benchmarks/bench_training.py", "--backends", ",".join(i for _, i, _, _ in self.backends),
-                    "--only", "mlp,cnn,inference", "--sizes", "default", *self.sizes["bench"],
-                    "--data-dir", str(self.mnist), "--weights", str(self.book / "sample_weight.pkl"),
-                    "--json", str(results), "--markdown", str(tables)]
+            return [
+                self.python,
+                "benchmarks/bench_training.py",
+                "--backends",
+                ",".join(i for _, i, _, _ in self.backends),
+                "--only",
+                "mlp,cnn,inference",
+                "--sizes",
+                "default",
+                *self.sizes["bench"],
+                "--data-dir",
+                str(self.mnist),
+                "--weights",
+                str(self.book / "sample_weight.pkl"),
+                "--json",
+                str(results),
+                "--markdown",
+                str(tables),
+            ]
 
         def read(entry, code):
             if not results.is_file():
                 return "failed", f"exit status {code}, no results written"
             done = json.loads(results.read_text())
             self.report["benchmark"] = tables.read_text() if tables.is_file() else None
-            jobs = [j for j, key in (("mlp", "training"), ("cnn", "conv"), ("inference", "inference")) if done.get(key)]
-            detail = f"jobs done: {', '.join(jobs) or 'none'}" + "".join(f"; skipped {s}" for s in done.get("skipped", []))
+            jobs = [
+                j
+                for j, key in (("mlp", "training"), ("cnn", "conv"), ("inference", "inference"))
+                if done.get(key)
+            ]
+            detail = f"jobs done: {', '.join(jobs) or 'none'}" + "".join(
+                f"; skipped {s}" for s in done.get("skipped", [])
+            )
             return ("ok" if code == 0 and len(jobs) == 3 else "failed"), detail
 
         return [Part("benchmark against PyTorch eager", command, read)]
@@ -278,8 +447,17 @@ class Check:
 
         def command(share):
             path.unlink(missing_ok=True)
-            return [self.python, "benchmarks/gpu_probe.py", kind, "--backends", ",".join(ids),
-                    "--data-dir", str(self.mnist), "--json", str(path)]
+            return [
+                self.python,
+                "benchmarks/gpu_probe.py",
+                kind,
+                "--backends",
+                ",".join(ids),
+                "--data-dir",
+                str(self.mnist),
+                "--json",
+                str(path),
+            ]
 
         def read(entry, code):
             if not path.is_file():
@@ -287,24 +465,46 @@ class Check:
             result = json.loads(path.read_text())
             self.report[key] = result["rows"] if kind == "parity" else result["captures"]
             if kind == "parity":
-                worst = {d: max(max(r["loss"], r["gradient"]) for r in result["rows"] if r["dtype"] == d) for d in result["limits"]}
-                detail = ", ".join(f"{d} worst {w:.1e} (limit {result['limits'][d]:.0e})" for d, w in worst.items())
+                worst = {
+                    d: max(max(r["loss"], r["gradient"]) for r in result["rows"] if r["dtype"] == d)
+                    for d in result["limits"]
+                }
+                detail = ", ".join(
+                    f"{d} worst {w:.1e} (limit {result['limits'][d]:.0e})" for d, w in worst.items()
+                )
             else:
-                detail = "; ".join(f"{c['backend']}: " + ", ".join(f"{k}: {v.split(':')[0]}" for k, v in c["results"].items())
-                                   for c in result["captures"])
+                detail = "; ".join(
+                    f"{c['backend']}: "
+                    + ", ".join(f"{k}: {v.split(':')[0]}" for k, v in c["results"].items())
+                    for c in result["captures"]
+                )
             return ("ok" if result["ok"] and code == 0 else "failed"), detail
 
         return Part(title, command, read, weight=weight)
 
     def _epochs(self, model, check_name):
         def read(entry, code):
-            found = [m.groups() for m in EPOCH_LINE.finditer(Path(entry["log"]).read_text(errors="replace"))]
+            found = [
+                m.groups()
+                for m in EPOCH_LINE.finditer(Path(entry["log"]).read_text(errors="replace"))
+            ]
             for epoch, of, train_acc, test_acc, loss, seconds in found:
-                self.report["epochs"].append({"backend": check_name, "model": model, "epoch": int(epoch), "of": int(of),
-                                              "train_acc": float(train_acc), "test_acc": float(test_acc),
-                                              "loss": float(loss), "s": float(seconds)})
+                self.report["epochs"].append(
+                    {
+                        "backend": check_name,
+                        "model": model,
+                        "epoch": int(epoch),
+                        "of": int(of),
+                        "train_acc": float(train_acc),
+                        "test_acc": float(test_acc),
+                        "loss": float(loss),
+                        "s": float(seconds),
+                    }
+                )
             planned = int(found[-1][1]) if found else None
-            detail = f"{len(found)} of {planned or '?'} epochs" + (f", test acc {found[-1][3]}" if found else "")
+            detail = f"{len(found)} of {planned or '?'} epochs" + (
+                f", test acc {found[-1][3]}" if found else ""
+            )
             if code != 0:
                 return "failed", f"{detail} (exit status {code})"
             if not found or len(found) != planned:
@@ -315,8 +515,10 @@ class Check:
 
     # ------------------------------------------------------------------ the report
     def write(self):
-        for path, text in ((self.out / "report.json", json.dumps(self.report, indent=1, default=str)),
-                           (self.out / "report.md", markdown(self.report))):
+        for path, text in (
+            (self.out / "report.json", json.dumps(self.report, indent=1, default=str)),
+            (self.out / "report.md", markdown(self.report)),
+        ):
             tmp = path.with_suffix(".tmp")
             tmp.write_text(text)
             os.replace(tmp, path)
@@ -345,7 +547,9 @@ def junit_counts(path) -> dict:
         skipped = case.find("skipped")
         if bad is not None:
             counts["failed"] += 1
-            counts["failures"].append(f"{name}: {' '.join((bad.get('message') or '').split())[:300]}")
+            counts["failures"].append(
+                f"{name}: {' '.join((bad.get('message') or '').split())[:300]}"
+            )
         elif skipped is not None:
             counts["skipped"] += 1
             reason = " ".join((skipped.get("message") or "").split())
@@ -371,19 +575,33 @@ def usable_gpus() -> tuple[list[str], dict]:
 
 
 def data_dirs() -> tuple[Path, Path]:
-    return (Path(os.environ.get("PORTNET_DATA_DIR") or SHARED / "mnist"),
-            Path(os.environ.get("PORTNET_BOOK_DIR") or SHARED / "book"))
+    return (
+        Path(os.environ.get("PORTNET_DATA_DIR") or SHARED / "mnist"),
+        Path(os.environ.get("PORTNET_BOOK_DIR") or SHARED / "book"),
+    )
 
 
 def data_source() -> str:
     if os.environ.get("PORTNET_DATA_DIR") or os.environ.get("PORTNET_BOOK_DIR"):
         return "PORTNET_DATA_DIR / PORTNET_BOOK_DIR"
-    return "shared/data inside the checkout" if SHARED == ROOT / "shared" / "data" else "../shared/data beside the checkout"
+    return (
+        "shared/data inside the checkout"
+        if SHARED == ROOT / "shared" / "data"
+        else "../shared/data beside the checkout"
+    )
 
 
 def environment() -> dict:
     info = {"python": sys.version.split()[0], "portnet (the checkout)": _git_commit()}
-    for dist in ("numpy", "array-api-compat", "array-api-extra", "array-api-strict", "torch", "jax", "jaxlib"):
+    for dist in (
+        "numpy",
+        "array-api-compat",
+        "array-api-extra",
+        "array-api-strict",
+        "torch",
+        "jax",
+        "jaxlib",
+    ):
         try:
             info[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
@@ -404,13 +622,19 @@ def environment() -> dict:
 
         info["CUDA (torch build)"] = torch.version.cuda or "none (a CPU build)"
         if torch.cuda.is_available():
-            info["GPU (torch)"] = f"{torch.cuda.get_device_name()}, compute capability {torch.cuda.get_device_capability()}"
+            info["GPU (torch)"] = (
+                f"{torch.cuda.get_device_name()}, compute capability {torch.cuda.get_device_capability()}"
+            )
             info["cuDNN (torch)"] = torch.backends.cudnn.version()
     except ImportError:
         pass
     try:
-        smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30)
+        smi = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         info["nvidia-smi (GPU, driver, memory)"] = smi.stdout.strip() or smi.stderr.strip()
     except (OSError, subprocess.TimeoutExpired) as exc:
         info["nvidia-smi (GPU, driver, memory)"] = f"not available ({exc})"
@@ -423,8 +647,12 @@ def _cuda_version(v: int) -> str:
 
 def _git_commit() -> str:
     try:
-        out = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True,
-                             text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return out.stdout.strip() or "not a git checkout"
     except (OSError, subprocess.TimeoutExpired):
         return "git not available"
@@ -432,16 +660,24 @@ def _git_commit() -> str:
 
 def tf32_settings() -> dict:
     """What decides whether float32 matmuls run in TF32, as a fresh process starts with it."""
-    out = {"CUPY_TF32": os.environ.get("CUPY_TF32", "unset (CuPy: off)"),
-           "NVIDIA_TF32_OVERRIDE": os.environ.get("NVIDIA_TF32_OVERRIDE", "unset (each library decides)")}
+    out = {
+        "CUPY_TF32": os.environ.get("CUPY_TF32", "unset (CuPy: off)"),
+        "NVIDIA_TF32_OVERRIDE": os.environ.get(
+            "NVIDIA_TF32_OVERRIDE", "unset (each library decides)"
+        ),
+    }
     try:
         import torch
     except ImportError:
         return out
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch >= 2.9 deprecates the allow_tf32 flags
-        for name in ("backends.cuda.matmul.allow_tf32", "backends.cudnn.allow_tf32",
-                     "backends.cuda.matmul.fp32_precision", "backends.cudnn.conv.fp32_precision"):
+        for name in (
+            "backends.cuda.matmul.allow_tf32",
+            "backends.cudnn.allow_tf32",
+            "backends.cuda.matmul.fp32_precision",
+            "backends.cudnn.conv.fp32_precision",
+        ):
             value = torch
             try:
                 for attr in name.split("."):
@@ -456,26 +692,70 @@ def tf32_settings() -> dict:
 # --------------------------------------------------------------------------- report.md
 def markdown(report) -> str:
     title = "portnet GPU check" + (": a rehearsal on the CPU" if report["rehearsal"] else "")
-    runs = ", ".join(b["backend"] + ("" if b["backend"] == b["runs_on"] else f" (stand-in: {b['runs_on']})")
-                     for b in report["backends"])
+    runs = ", ".join(
+        b["backend"] + ("" if b["backend"] == b["runs_on"] else f" (stand-in: {b['runs_on']})")
+        for b in report["backends"]
+    )
     lines = [f"# {title}", "", f"Backends: {runs}. Budget {report['budget_s']:g} s.", ""]
-    lines += _table(["step", "status", "s", "share s", "parts"],
-                    [[s["name"], s["status"], s["seconds"], s.get("share_s", s["planned_share_s"]),
-                      "; ".join(f"{p['name']}: {p['status']}" + (f" ({p['detail']})" if p.get("detail") else "")
-                                for p in s["parts"])] for s in report["steps"]])
-    lines += ["", "## Machine and versions", ""] + _table(["", ""], list(report["environment"].items()))
+    lines += _table(
+        ["step", "status", "s", "share s", "parts"],
+        [
+            [
+                s["name"],
+                s["status"],
+                s["seconds"],
+                s.get("share_s", s["planned_share_s"]),
+                "; ".join(
+                    f"{p['name']}: {p['status']}" + (f" ({p['detail']})" if p.get("detail") else "")
+                    for p in s["parts"]
+                ),
+            ]
+            for s in report["steps"]
+        ],
+    )
+    lines += ["", "## Machine and versions", ""] + _table(
+        ["", ""], list(report["environment"].items())
+    )
     lines += ["", "## TF32", ""] + _table(["setting", "value"], list(report["tf32"].items()))
     lines += ["", "## Data", ""] + _table(["", ""], list(report["data"].items()))
     if report["parity"]:
-        lines += ["", "## Parity against NumPy float64 (largest difference / largest reference value)", ""]
-        lines += _table(["backend", "dtype", "model", "loss", "gradient", "worst parameter", "within limit"],
-                        [[r["backend"], r["dtype"], r["model"], f"{r['loss']:.1e}", f"{r['gradient']:.1e}",
-                          r["worst_parameter"], r["ok"]] for r in report["parity"]])
+        lines += [
+            "",
+            "## Parity against NumPy float64 (largest difference / largest reference value)",
+            "",
+        ]
+        lines += _table(
+            ["backend", "dtype", "model", "loss", "gradient", "worst parameter", "within limit"],
+            [
+                [
+                    r["backend"],
+                    r["dtype"],
+                    r["model"],
+                    f"{r['loss']:.1e}",
+                    f"{r['gradient']:.1e}",
+                    r["worst_parameter"],
+                    r["ok"],
+                ]
+                for r in report["parity"]
+            ],
+        )
     if report["epochs"]:
         lines += ["", "## portnet train, per epoch", ""]
-        lines += _table(["backend", "model", "epoch", "s", "train acc", "test acc", "loss"],
-                        [[e["backend"], e["model"], f"{e['epoch']}/{e['of']}", e["s"], e["train_acc"], e["test_acc"],
-                          e["loss"]] for e in report["epochs"]])
+        lines += _table(
+            ["backend", "model", "epoch", "s", "train acc", "test acc", "loss"],
+            [
+                [
+                    e["backend"],
+                    e["model"],
+                    f"{e['epoch']}/{e['of']}",
+                    e["s"],
+                    e["train_acc"],
+                    e["test_acc"],
+                    e["loss"],
+                ]
+                for e in report["epochs"]
+            ],
+        )
     for capture in report["capture"]:
         lines += ["", f"## Stream capture on {capture['backend']} ({capture['recorder']})", ""]
         lines += _table(["recorded", "result"], list(capture["results"].items()))
@@ -483,27 +763,54 @@ def markdown(report) -> str:
         lines += ["", "## Benchmark", "", report["benchmark"]]
     for step in report["steps"]:
         for part in step["parts"]:
-            lines += ["", f"### {step['name']}: {part['name']}: {part['status']}", "", f"`{part['command']}`",
-                      "", "```text", part.get("tail", ""), "```"]
+            lines += [
+                "",
+                f"### {step['name']}: {part['name']}: {part['status']}",
+                "",
+                f"`{part['command']}`",
+                "",
+                "```text",
+                part.get("tail", ""),
+                "```",
+            ]
     return "\n".join(lines) + "\n"
 
 
 def _table(header, rows) -> list:
     cell = lambda v: str(v).replace("|", "\\|").replace("\n", " ")  # noqa: E731
     return ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)] + [
-        "| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+        "| " + " | ".join(cell(v) for v in row) + " |" for row in rows
+    ]
 
 
 # --------------------------------------------------------------------------- the command
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated, in this order: {', '.join(STEPS)}")
-    parser.add_argument("--backend", action="append", choices=GPU_BACKENDS, help="a GPU backend (repeatable; default: "
-                        "each one usable here)")
-    parser.add_argument("--budget", type=float, help="seconds for the whole check (default 540; rehearsal 240)")
-    parser.add_argument("--out", type=Path, default=Path("gpu-report"), help="directory for report.md, report.json")
-    parser.add_argument("--logs", type=Path, help="directory for the subprocesses' logs (default: OUT/logs)")
-    parser.add_argument("--rehearse", action="store_true", help="the whole check on the CPU, with stand-ins for the GPU")
+    parser.add_argument(
+        "--steps",
+        default=",".join(STEPS),
+        help=f"comma-separated, in this order: {', '.join(STEPS)}",
+    )
+    parser.add_argument(
+        "--backend",
+        action="append",
+        choices=GPU_BACKENDS,
+        help="a GPU backend (repeatable; default: each one usable here)",
+    )
+    parser.add_argument(
+        "--budget", type=float, help="seconds for the whole check (default 540; rehearsal 240)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("gpu-report"), help="directory for report.md, report.json"
+    )
+    parser.add_argument(
+        "--logs", type=Path, help="directory for the subprocesses' logs (default: OUT/logs)"
+    )
+    parser.add_argument(
+        "--rehearse",
+        action="store_true",
+        help="the whole check on the CPU, with stand-ins for the GPU",
+    )
     args = parser.parse_args(argv)
     chosen = [s for s in args.steps.split(",") if s]
     if not chosen or set(chosen) - set(STEPS):
@@ -517,14 +824,22 @@ def main(argv=None) -> int:
         wanted = args.backend or gpus
         missing = [b for b in wanted if b not in gpus] or ([] if gpus else list(GPU_BACKENDS))
         if missing:
-            print(f"gpu_check: no usable GPU here ({'; '.join(f'{b}: {why[b]}' for b in missing)})", file=sys.stderr)
+            print(
+                f"gpu_check: no usable GPU here ({'; '.join(f'{b}: {why[b]}' for b in missing)})",
+                file=sys.stderr,
+            )
             return 1
         backends = [(b, b, *GPU_BACKENDS[b]) for b in wanted]
     mnist, book = data_dirs()
-    if not (mnist / "train-images-idx3-ubyte.gz").is_file() or not (book / "sample_weight.pkl").is_file():
-        print(f"gpu_check: the data are not at {mnist} and {book}: copy them into the checkout "
-              f"(mkdir -p shared && cp -r ../shared/data shared/) or set PORTNET_DATA_DIR and PORTNET_BOOK_DIR",
-              file=sys.stderr)
+    if (
+        not (mnist / "train-images-idx3-ubyte.gz").is_file()
+        or not (book / "sample_weight.pkl").is_file()
+    ):
+        print(
+            f"gpu_check: the data are not at {mnist} and {book}: copy them into the checkout "
+            f"(mkdir -p shared && cp -r ../shared/data shared/) or set PORTNET_DATA_DIR and PORTNET_BOOK_DIR",
+            file=sys.stderr,
+        )
         return 1
     if args.budget is None:
         args.budget = SIZES["rehearsal" if args.rehearse else "gpu"]["budget"]
@@ -539,12 +854,17 @@ def main(argv=None) -> int:
             check.run_step(name, args.steps[i:])
     except (KeyboardInterrupt, SystemExit):
         check.interrupted()
-        print(f"gpu_check: stopped; wrote {args.out / 'report.md'} and {args.out / 'report.json'}", file=sys.stderr)
+        print(
+            f"gpu_check: stopped; wrote {args.out / 'report.md'} and {args.out / 'report.json'}",
+            file=sys.stderr,
+        )
         raise
     statuses = [s["status"] for s in check.report["steps"] if s["name"] in args.steps]
     summary = ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses))
-    print(f"gpu_check: {summary} in {time.monotonic() - check.start:.0f} s; wrote {args.out / 'report.md'} and "
-          f"{args.out / 'report.json'}")
+    print(
+        f"gpu_check: {summary} in {time.monotonic() - check.start:.0f} s; wrote {args.out / 'report.md'} and "
+        f"{args.out / 'report.json'}"
+    )
     return 0 if set(statuses) == {"ok"} else 1
 
 

@@ -42,9 +42,11 @@ LIMITS = {"float32": 1e-4, "float64": 1e-10}
 
 def networks(random_source):
     """The default model and the book's two ConvNets, seeded (the same weights on every backend)."""
-    return {"multi-layer": lambda: pn.MultiLayerNet(784, [100, 100], 10, seed=0),
-            "simple-conv": lambda: pn.SimpleConvNet(seed=0),
-            "deep-conv": lambda: pn.DeepConvNet(seed=0, random_source=random_source)}
+    return {
+        "multi-layer": lambda: pn.MultiLayerNet(784, [100, 100], 10, seed=0),
+        "simple-conv": lambda: pn.SimpleConvNet(seed=0),
+        "deep-conv": lambda: pn.DeepConvNet(seed=0, random_source=random_source),
+    }
 
 
 def matrix_row(backend_id):
@@ -73,7 +75,9 @@ def parity(ids, data_dir):
     x, t = mnist(data_dir, BATCH)
     make = networks("host")  # dropout masks drawn on the host: the same on every backend
     with pn.use_backend("numpy", dtype="float64"):
-        reference = {model: _loss_and_grads(build(), model, x, t, "float64") for model, build in make.items()}
+        reference = {
+            model: _loss_and_grads(build(), model, x, t, "float64") for model, build in make.items()
+        }
     rows = []
     for backend_id in ids:
         name, device = matrix_row(backend_id)
@@ -82,9 +86,18 @@ def parity(ids, data_dir):
                 for model, build in make.items():
                     loss, grads = _loss_and_grads(build(), model, x, t, dtype)
                     ref_loss, ref_grads = reference[model]
-                    worst, key = max((float(np.max(np.abs(grads[k] - g)) / np.max(np.abs(g))), k) for k, g in ref_grads.items())
-                    row = {"backend": backend_id, "dtype": dtype, "model": model,
-                           "loss": abs(loss - ref_loss) / abs(ref_loss), "gradient": worst, "worst_parameter": key}
+                    worst, key = max(
+                        (float(np.max(np.abs(grads[k] - g)) / np.max(np.abs(g))), k)
+                        for k, g in ref_grads.items()
+                    )
+                    row = {
+                        "backend": backend_id,
+                        "dtype": dtype,
+                        "model": model,
+                        "loss": abs(loss - ref_loss) / abs(ref_loss),
+                        "gradient": worst,
+                        "worst_parameter": key,
+                    }
                     row["ok"] = bool(max(row["loss"], row["gradient"]) <= LIMITS[dtype])
                     rows.append(row)
     return {"limits": LIMITS, "rows": rows, "ok": all(r["ok"] for r in rows)}
@@ -117,7 +130,9 @@ class StreamCapture:
         try:
             fn()
         except BaseException:
-            with contextlib.suppress(Exception):  # the capture is invalidated; end it, keep the first error
+            with contextlib.suppress(
+                Exception
+            ):  # the capture is invalidated; end it, keep the first error
                 self.stream.end_capture()
             raise
         self.stream.end_capture()
@@ -167,7 +182,9 @@ def _stepper(net, x, t, order):
     idx = order[:BATCH]
 
     def step():
-        loss, grads = net.loss_and_gradient(xp.take(x, idx, axis=0), xp.take(t, idx, axis=0), check=False)
+        loss, grads = net.loss_and_gradient(
+            xp.take(x, idx, axis=0), xp.take(t, idx, axis=0), check=False
+        )
         optimizer.update(net.params, grads)
         return loss
 
@@ -181,8 +198,10 @@ def capture(backend_id, data_dir):
     elif name == "array_api_strict" and device is not None:
         recorder = ReadbackStandIn
     else:
-        raise SystemExit(f"gpu_probe: stream capture probes CuPy (array_api_strict's device1 in a rehearsal), "
-                         f"not {backend_id}")
+        raise SystemExit(
+            f"gpu_probe: stream capture probes CuPy (array_api_strict's device1 in a rehearsal), "
+            f"not {backend_id}"
+        )
     x, t = mnist(data_dir, 1000)
     with pn.use_backend(name, device), recorder() as rec:
         xp = pn.get_namespace()
@@ -193,7 +212,9 @@ def capture(backend_id, data_dir):
         for model, build in networks("native").items():
             data = xp.reshape(images, (x.shape[0], 784)) if model == "multi-layer" else images
             targets[f"{model} training step"] = _stepper(build(), data, labels, order)
-        targets["an epoch's shuffle (permutation on the device)"] = lambda: rng.permutation(x.shape[0])
+        targets["an epoch's shuffle (permutation on the device)"] = lambda: rng.permutation(
+            x.shape[0]
+        )
         for fn in targets.values():  # kernels compiled, memory pool filled, Adam's state made
             fn()
             fn()
@@ -207,9 +228,14 @@ def capture(backend_id, data_dir):
                 results[what] = "captured"
             except Exception as exc:
                 outcome = "refused" if isinstance(exc, rec.refusal) else "error"
-                results[what] = f"{outcome}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]} ({_where(exc)})"
+                results[what] = (
+                    f"{outcome}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]} ({_where(exc)})"
+                )
     control = [k for k in results if k.startswith("control")]
-    ok = all(results[k].startswith("refused") if k in control else results[k] == "captured" for k in results)
+    ok = all(
+        results[k].startswith("refused") if k in control else results[k] == "captured"
+        for k in results
+    )
     return {"backend": backend_id, "recorder": recorder.label, "results": results, "ok": ok}
 
 
@@ -229,11 +255,17 @@ def main(argv=None) -> int:
     args.json.write_text(json.dumps(result, indent=1))
     if args.probe == "parity":
         for r in result["rows"]:
-            print(f"{r['backend']} {r['dtype']} {r['model']}: loss {r['loss']:.1e}, gradient {r['gradient']:.1e} "
-                  f"({r['worst_parameter']}){'' if r['ok'] else ' BEYOND ' + format(LIMITS[r['dtype']], '.0e')}")
+            print(
+                f"{r['backend']} {r['dtype']} {r['model']}: loss {r['loss']:.1e}, gradient {r['gradient']:.1e} "
+                f"({r['worst_parameter']}){'' if r['ok'] else ' BEYOND ' + format(LIMITS[r['dtype']], '.0e')}"
+            )
     else:
         for c in result["captures"]:
-            print("\n".join(f"{c['backend']}, {what}: {outcome}" for what, outcome in c["results"].items()))
+            print(
+                "\n".join(
+                    f"{c['backend']}, {what}: {outcome}" for what, outcome in c["results"].items()
+                )
+            )
     return 0 if result["ok"] else 1
 
 

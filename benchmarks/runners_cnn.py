@@ -39,8 +39,9 @@ class PortnetConvNet:
                 self.order, self.i = self.rng.permutation(self.x.shape[0]), 0
             idx = self.order[self.i * BATCH : (self.i + 1) * BATCH]
             self.i += 1
-            _, grads = self.net.loss_and_gradient(xp.take(self.x, idx, axis=0), xp.take(self.t, idx, axis=0),
-                                                  check=False)
+            _, grads = self.net.loss_and_gradient(
+                xp.take(self.x, idx, axis=0), xp.take(self.t, idx, axis=0), check=False
+            )
             self.optimizer.update(self.net.params, grads)
 
     def loss(self):
@@ -57,20 +58,39 @@ class TorchEagerConvNet:
         self.sync = sync_for("torch", self.device)
         torch.manual_seed(0)
         if kind == "simple":
-            layers = [nn.Conv2d(1, 30, 5), nn.ReLU(), nn.MaxPool2d(2, 2), nn.Flatten(), nn.Linear(4320, 100), nn.ReLU(),
-                      nn.Linear(100, 10)]
+            layers = [
+                nn.Conv2d(1, 30, 5),
+                nn.ReLU(),
+                nn.MaxPool2d(2, 2),
+                nn.Flatten(),
+                nn.Linear(4320, 100),
+                nn.ReLU(),
+                nn.Linear(100, 10),
+            ]
         else:
             layers, channels = [], 1
-            for i, (filters, pad) in enumerate([(16, 1), (16, 1), (32, 1), (32, 2), (64, 1), (64, 1)]):
+            for i, (filters, pad) in enumerate(
+                [(16, 1), (16, 1), (32, 1), (32, 2), (64, 1), (64, 1)]
+            ):
                 layers += [nn.Conv2d(channels, filters, 3, padding=pad), nn.ReLU()]
                 channels = filters
                 if i % 2:
                     layers.append(nn.MaxPool2d(2, 2))
-            layers += [nn.Flatten(), nn.Linear(1024, 50), nn.ReLU(), nn.Dropout(0.5), nn.Linear(50, 10), nn.Dropout(0.5)]
+            layers += [
+                nn.Flatten(),
+                nn.Linear(1024, 50),
+                nn.ReLU(),
+                nn.Dropout(0.5),
+                nn.Linear(50, 10),
+                nn.Dropout(0.5),
+            ]
         self.model = nn.Sequential(*layers).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=LR)
         (x, t), _ = data
-        self.x, self.t = torch.as_tensor(x, device=self.device), torch.as_tensor(t, device=self.device)
+        self.x, self.t = (
+            torch.as_tensor(x, device=self.device),
+            torch.as_tensor(t, device=self.device),
+        )
         self.order, self.i, self.losses = None, 0, []
 
     def steps(self, k):
@@ -117,7 +137,9 @@ class BookConvNet:
             self._affine(rng, 3, (100, 10), 0.01)
         else:
             channels = 1
-            for idx, (filters, pad) in enumerate([(16, 1), (16, 1), (32, 1), (32, 2), (64, 1), (64, 1)], start=1):
+            for idx, (filters, pad) in enumerate(
+                [(16, 1), (16, 1), (32, 1), (32, 2), (64, 1), (64, 1)], start=1
+            ):
                 self._conv(rng, idx, (filters, channels, 3, 3), np.sqrt(2.0 / (channels * 9)), pad)
                 self.layers.append(ref.Relu())
                 channels = filters
@@ -130,11 +152,17 @@ class BookConvNet:
         self.optimizer, self.rng, self.losses = ref.Adam(lr=LR), rng, []
 
     def _conv(self, rng, idx, shape, scale, pad):
-        self.params[f"W{idx}"], self.params[f"b{idx}"] = scale * rng.standard_normal(shape), np.zeros(shape[0])
+        self.params[f"W{idx}"], self.params[f"b{idx}"] = (
+            scale * rng.standard_normal(shape),
+            np.zeros(shape[0]),
+        )
         self.layers.append(ref.Convolution(self.params[f"W{idx}"], self.params[f"b{idx}"], 1, pad))
 
     def _affine(self, rng, idx, shape, scale):
-        self.params[f"W{idx}"], self.params[f"b{idx}"] = scale * rng.standard_normal(shape), np.zeros(shape[1])
+        self.params[f"W{idx}"], self.params[f"b{idx}"] = (
+            scale * rng.standard_normal(shape),
+            np.zeros(shape[1]),
+        )
         self.layers.append(ref.Affine(self.params[f"W{idx}"], self.params[f"b{idx}"]))
 
     def steps(self, k):

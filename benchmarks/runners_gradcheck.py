@@ -54,10 +54,17 @@ class _BookTwoLayerNet:
 
     def __init__(self):
         rng = np.random.default_rng(0)
-        self.params = {"W1": 0.01 * rng.standard_normal((784, 50)), "b1": np.zeros(50),
-                       "W2": 0.01 * rng.standard_normal((50, 10)), "b2": np.zeros(10)}
-        self.layers = OrderedDict(Affine1=ref.Affine(self.params["W1"], self.params["b1"]), Relu1=ref.Relu(),
-                                  Affine2=ref.Affine(self.params["W2"], self.params["b2"]))
+        self.params = {
+            "W1": 0.01 * rng.standard_normal((784, 50)),
+            "b1": np.zeros(50),
+            "W2": 0.01 * rng.standard_normal((50, 10)),
+            "b2": np.zeros(10),
+        }
+        self.layers = OrderedDict(
+            Affine1=ref.Affine(self.params["W1"], self.params["b1"]),
+            Relu1=ref.Relu(),
+            Affine2=ref.Affine(self.params["W2"], self.params["b2"]),
+        )
         self.last_layer = _SoftmaxWithLoss()
 
     def predict(self, x):

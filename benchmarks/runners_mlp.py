@@ -30,7 +30,10 @@ class NumpyByHand:
         self.t = np.eye(10, dtype=np.float32)[t] if book_loop else t
         rng = np.random.default_rng(0)
         sizes = [784, *hidden, 10]
-        self.W = [(np.sqrt(2.0 / m) * rng.standard_normal((m, n))).astype(np.float32) for m, n in zip(sizes, sizes[1:])]
+        self.W = [
+            (np.sqrt(2.0 / m) * rng.standard_normal((m, n))).astype(np.float32)
+            for m, n in zip(sizes, sizes[1:])
+        ]
         self.b = [np.zeros(n, np.float32) for n in sizes[1:]]
         self.batch, self.rng, self.losses = batch, rng, []
         self.sync = sync_for("numpy")
@@ -39,7 +42,11 @@ class NumpyByHand:
         n = self.x.shape[0]
         order = self.rng.permutation(n)
         for i in range(n // self.batch):
-            idx = self.rng.choice(n, self.batch) if self.book_loop else order[i * self.batch : (i + 1) * self.batch]
+            idx = (
+                self.rng.choice(n, self.batch)
+                if self.book_loop
+                else order[i * self.batch : (i + 1) * self.batch]
+            )
             self._step(self.x[idx], self.t[idx])
 
     def _step(self, x, t):
@@ -84,7 +91,10 @@ class _Torch:
         self.torch, self.device = torch, torch.device(device)
         self.label = f"torch {self.kind} ({self.device.type})"
         (x, t), _ = data
-        self.x, self.t = torch.as_tensor(x, device=self.device), torch.as_tensor(t, device=self.device)
+        self.x, self.t = (
+            torch.as_tensor(x, device=self.device),
+            torch.as_tensor(t, device=self.device),
+        )
         self.batch, self.losses = batch, []
         self.sync = sync_for("torch", self.device)
 
@@ -130,8 +140,13 @@ class TorchByHand(_Torch):
         torch = self.torch
         rng = np.random.default_rng(0)
         sizes = [784, *hidden, 10]
-        self.W = [torch.as_tensor((np.sqrt(2.0 / m) * rng.standard_normal((m, n))).astype(np.float32), device=self.device)
-                  for m, n in zip(sizes, sizes[1:])]
+        self.W = [
+            torch.as_tensor(
+                (np.sqrt(2.0 / m) * rng.standard_normal((m, n))).astype(np.float32),
+                device=self.device,
+            )
+            for m, n in zip(sizes, sizes[1:])
+        ]
         self.b = [torch.zeros(n, device=self.device) for n in sizes[1:]]
         self.classes = torch.arange(10, device=self.device)
         self.gen = torch.Generator(device=self.device).manual_seed(0)
@@ -166,16 +181,30 @@ class PortnetTrainer:
     """portnet's Trainer, one epoch per call; losses read back once an epoch (no transfer
     between host and device inside the epoch but that one)."""
 
-    def __init__(self, backend_id, name, device, hidden, batch, data, optimizer="sgd", lr=LR, **options):
+    def __init__(
+        self, backend_id, name, device, hidden, batch, data, optimizer="sgd", lr=LR, **options
+    ):
         self.label = f"portnet {backend_id}" + "".join(f" {k}={v}" for k, v in options.items())
         self.sync = sync_for(name, device)
         with pn.use_backend(name, device):
             (x, t), (xt, tt) = data
             x, t, xt, tt = (pn.asarray(a) for a in (x, t, xt, tt))
             net = pn.MultiLayerNet(784, hidden, 10, seed=0)
-            self.trainer = pn.Trainer(net, x, t, xt, tt, epochs=1, mini_batch_size=batch, optimizer=optimizer,
-                                      optimizer_param={"lr": lr}, verbose=False, seed=0,
-                                      loss_every=x.shape[0] // batch, **options)
+            self.trainer = pn.Trainer(
+                net,
+                x,
+                t,
+                xt,
+                tt,
+                epochs=1,
+                mini_batch_size=batch,
+                optimizer=optimizer,
+                optimizer_param={"lr": lr},
+                verbose=False,
+                seed=0,
+                loss_every=x.shape[0] // batch,
+                **options,
+            )
 
     def epoch(self):
         self.trainer.train_epoch()

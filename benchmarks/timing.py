@@ -24,7 +24,7 @@ def interleaved(runners, rounds, unit):
         r.sync()
     times = {r.label: [] for r in runners}
     for k in range(rounds):
-        order = runners[k % len(runners):] + runners[: k % len(runners)]
+        order = runners[k % len(runners) :] + runners[: k % len(runners)]
         for r in order:
             gc.collect()
             start = time.perf_counter()

@@ -57,7 +57,9 @@ def resolve_dtype(xp, dtype):
         return getattr(xp, dtype)
     if dtype not in (xp.float32, xp.float64):
         name = getattr(dtype, "__name__", dtype)
-        raise InputError(f"unsupported dtype {name!r}; expected float32 or float64 of {xp.__name__}")
+        raise InputError(
+            f"unsupported dtype {name!r}; expected float32 or float64 of {xp.__name__}"
+        )
     return dtype
 
 
@@ -74,7 +76,9 @@ def make_backend(name: str, device=None, dtype=None) -> Backend:
 def _from_environment() -> Backend:
     name = os.environ.get("PORTNET_BACKEND") or "numpy"
     if name not in BACKENDS:
-        raise InputError(f"PORTNET_BACKEND={name!r} is not a backend; expected one of {', '.join(BACKENDS)}")
+        raise InputError(
+            f"PORTNET_BACKEND={name!r} is not a backend; expected one of {', '.join(BACKENDS)}"
+        )
     return make_backend(name, os.environ.get("PORTNET_DEVICE") or None)
 
 
@@ -165,5 +169,3 @@ def asarray(obj, dtype=None, *, copy=None):
             return b.xp.asarray(obj, dtype=dtype, copy=copy)
         obj = to_numpy(obj)  # another library or device: through the host, once
     return b.xp.asarray(np.asarray(obj), dtype=dtype, device=b.device, copy=copy)
-
-

@@ -51,11 +51,25 @@ class Evaluation(Callback):
 
     def evaluate(self, trainer) -> tuple[float, float]:
         n = self.samples
-        x_train, t_train, x_test, t_test = trainer.x_train, trainer.t_train, trainer.x_test, trainer.t_test
+        x_train, t_train, x_test, t_test = (
+            trainer.x_train,
+            trainer.t_train,
+            trainer.x_test,
+            trainer.t_test,
+        )
         if n is not None:
-            x_train, t_train = x_train[: min(n, x_train.shape[0]), ...], t_train[: min(n, t_train.shape[0]), ...]
-            x_test, t_test = x_test[: min(n, x_test.shape[0]), ...], t_test[: min(n, t_test.shape[0]), ...]
-        accuracies = trainer.network.accuracy(x_train, t_train), trainer.network.accuracy(x_test, t_test)
+            x_train, t_train = (
+                x_train[: min(n, x_train.shape[0]), ...],
+                t_train[: min(n, t_train.shape[0]), ...],
+            )
+            x_test, t_test = (
+                x_test[: min(n, x_test.shape[0]), ...],
+                t_test[: min(n, t_test.shape[0]), ...],
+            )
+        accuracies = (
+            trainer.network.accuracy(x_train, t_train),
+            trainer.network.accuracy(x_test, t_test),
+        )
         trainer.train_acc_list.append(accuracies[0])
         trainer.test_acc_list.append(accuracies[1])
         return accuracies
@@ -87,18 +101,26 @@ class DivergenceGuard(Callback):
         calm = True
         for step, value in enumerate(losses, start=first_step):
             epoch = step // trainer.iter_per_epoch + 1
-            if not math.isfinite(value) or (self.watch_ceiling and value > STUCK_LOSS and self.stuck + 1 >= STUCK_STEPS):
+            if not math.isfinite(value) or (
+                self.watch_ceiling and value > STUCK_LOSS and self.stuck + 1 >= STUCK_STEPS
+            ):
                 # the history keeps the losses of the steps before this one
-                del trainer.train_loss_list[len(trainer.train_loss_list) - len(losses) + step - first_step :]
+                del trainer.train_loss_list[
+                    len(trainer.train_loss_list) - len(losses) + step - first_step :
+                ]
             if not math.isfinite(value):
                 known = self.window if step > self.window[0] or self.good is None else self.good
                 self._stop(trainer, f"the loss is {value} at step {step} (epoch {epoch})", known)
             self.stuck = self.stuck + 1 if self.watch_ceiling and value > STUCK_LOSS else 0
             calm = calm and self.stuck == 0
             if self.stuck >= STUCK_STEPS:
-                self._stop(trainer, f"the loss has stayed above {STUCK_LOSS:.2f} for {self.stuck} steps (at step "
-                                    f"{step}, epoch {epoch}: {value:.4f}; a network that guesses scores about 2.3): "
-                                    f"training has blown up", self.good)
+                self._stop(
+                    trainer,
+                    f"the loss has stayed above {STUCK_LOSS:.2f} for {self.stuck} steps (at step "
+                    f"{step}, epoch {epoch}: {value:.4f}; a network that guesses scores about 2.3): "
+                    f"training has blown up",
+                    self.good,
+                )
         if calm:
             self.good = self.window
         self.window = (trainer.current_iter, _snapshot(trainer.network.params))
@@ -106,21 +128,32 @@ class DivergenceGuard(Callback):
     def on_epoch_end(self, trainer):
         """The last step's update has no loss read after it: the parameters themselves must be
         finite (one reduction each, once an epoch)."""
-        bad = [k for k, v in trainer.network.params.items()
-               if is_array(v) and not bool(namespace_of(v).all(namespace_of(v).isfinite(v)))]
+        bad = [
+            k
+            for k, v in trainer.network.params.items()
+            if is_array(v) and not bool(namespace_of(v).all(namespace_of(v).isfinite(v)))
+        ]
         if bad:
-            self._stop(trainer, f"{', '.join(bad)} turned non-finite at step {trainer.current_iter - 1} (epoch "
-                                f"{trainer.current_epoch})", self.good)
+            self._stop(
+                trainer,
+                f"{', '.join(bad)} turned non-finite at step {trainer.current_iter - 1} (epoch "
+                f"{trainer.current_epoch})",
+                self.good,
+            )
 
     @staticmethod
     def _stop(trainer, where, known):
         if known is None:
-            raise TrainingDiverged(f"{where}: training stopped; no earlier parameters are known to be sound, so the "
-                                   f"network keeps those training left; try a smaller learning rate")
+            raise TrainingDiverged(
+                f"{where}: training stopped; no earlier parameters are known to be sound, so the "
+                f"network keeps those training left; try a smaller learning rate"
+            )
         step, params = known
         _restore(trainer.network.params, params)
-        raise TrainingDiverged(f"{where}; training stopped, parameters restored to those of step {step}; try a "
-                               f"smaller learning rate")
+        raise TrainingDiverged(
+            f"{where}; training stopped, parameters restored to those of step {step}; try a "
+            f"smaller learning rate"
+        )
 
 
 def _snapshot(params) -> dict:
@@ -146,8 +179,10 @@ class BookLines(Callback):
             trainer.write("train loss:" + str(value))
 
     def on_epoch_end(self, trainer):
-        trainer.write(f"=== epoch:{trainer.current_epoch}, train acc:{trainer.train_acc_list[-1]}, "
-                      f"test acc:{trainer.test_acc_list[-1]} ===")
+        trainer.write(
+            f"=== epoch:{trainer.current_epoch}, train acc:{trainer.train_acc_list[-1]}, "
+            f"test acc:{trainer.test_acc_list[-1]} ==="
+        )
 
     def on_train_end(self, trainer):
         test_acc = trainer.network.accuracy(trainer.x_test, trainer.t_test)
@@ -184,8 +219,12 @@ class ThreadTuner(Callback):
         from .threads import thread_pool_of, threadpool_controller
 
         self.controller = threadpool_controller()
-        self.enabled = (self.controller is not None and thread_pool_of(trainer.x_train) == "numpy"
-                        and (os.cpu_count() or 1) > 1 and trainer.iter_per_epoch >= 4 * PROBE_STEPS)
+        self.enabled = (
+            self.controller is not None
+            and thread_pool_of(trainer.x_train) == "numpy"
+            and (os.cpu_count() or 1) > 1
+            and trainer.iter_per_epoch >= 4 * PROBE_STEPS
+        )
         self.choice, self.limit = None, None
 
     def on_epoch_begin(self, trainer):
@@ -219,4 +258,3 @@ class ThreadTuner(Callback):
         self.limit = None if choice is None else self.controller.limit(limits=choice)
         if self.limit is not None:
             self.limit.__enter__()
-

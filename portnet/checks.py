@@ -16,7 +16,9 @@ def integer(name, value, least=1) -> int:
     except TypeError:
         number = None
     if number is None or number < least:
-        kind = {1: "a positive integer", 0: "a non-negative integer"}.get(least, f"an integer of at least {least}")
+        kind = {1: "a positive integer", 0: "a non-negative integer"}.get(
+            least, f"an integer of at least {least}"
+        )
         raise InputError(f"{name} must be {kind}, got {value!r}")
     return number
 
@@ -46,7 +48,9 @@ def same_samples(what, x, t) -> int:
     """The number of samples of ``x`` and ``t`` (their first axis), which must agree."""
     nx, nt = (a.shape[0] if a.ndim else 0 for a in (x, t))
     if nx != nt or x.ndim == 0:
-        raise InputError(f"{what}: {nx} samples in x but {nt} in t (shapes {tuple(x.shape)} and {tuple(t.shape)})")
+        raise InputError(
+            f"{what}: {nx} samples in x but {nt} in t (shapes {tuple(x.shape)} and {tuple(t.shape)})"
+        )
     return nx
 
 

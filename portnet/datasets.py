@@ -108,21 +108,40 @@ def load_mnist(normalize=True, flatten=True, one_hot_label=False, *, data_dir=No
     ``normalize``: float32 pixels in [0, 1] (else uint8 0-255). ``flatten``: images of shape
     (N, 784) (else (N, 1, 28, 28)). ``one_hot_label``: labels as float32 one-hot rows (else int64).
     """
-    return tuple(_load(MNIST, split, normalize, flatten, one_hot_label, data_dir, download) for split in SPLITS)
+    return tuple(
+        _load(MNIST, split, normalize, flatten, one_hot_label, data_dir, download)
+        for split in SPLITS
+    )
 
 
-def load_fashion_mnist(normalize=True, flatten=True, one_hot_label=False, *, data_dir=None, download=True):
+def load_fashion_mnist(
+    normalize=True, flatten=True, one_hot_label=False, *, data_dir=None, download=True
+):
     """Fashion-MNIST (Zalando), with the interface of :func:`load_mnist`."""
-    return tuple(_load(FASHION_MNIST, split, normalize, flatten, one_hot_label, data_dir, download) for split in SPLITS)
+    return tuple(
+        _load(FASHION_MNIST, split, normalize, flatten, one_hot_label, data_dir, download)
+        for split in SPLITS
+    )
 
 
-def load_split(dataset, split, normalize=True, flatten=True, one_hot_label=False, *, data_dir=None, download=True):
+def load_split(
+    dataset,
+    split,
+    normalize=True,
+    flatten=True,
+    one_hot_label=False,
+    *,
+    data_dir=None,
+    download=True,
+):
     """One split, ``(x, t)``, of ``dataset`` ('mnist' or 'fashion-mnist'; split 'train' or 'test'),
     as :func:`load_mnist` gives it, reading only that split's files."""
     specs = {spec.name: spec for spec in (MNIST, FASHION_MNIST)}
     if dataset not in specs or split not in SPLITS:
-        raise DatasetError(f"unknown dataset split {dataset!r}/{split!r}; expected one of {sorted(specs)} and "
-                           f"{' or '.join(SPLITS)}")
+        raise DatasetError(
+            f"unknown dataset split {dataset!r}/{split!r}; expected one of {sorted(specs)} and "
+            f"{' or '.join(SPLITS)}"
+        )
     return _load(specs[dataset], split, normalize, flatten, one_hot_label, data_dir, download)
 
 
@@ -140,8 +159,14 @@ def _load(spec, split, normalize, flatten, one_hot_label, data_dir, download):
     xp = b.xp
     prefix = SPLITS[split]
     # a copy: the parsed arrays are kept (read-only) for the next load, and are not the caller's
-    images = from_numpy(_array(spec, f"{prefix}-images-idx3-ubyte", data_dir, download), xp, b.device, copy=True)
-    labels = from_numpy(_array(spec, f"{prefix}-labels-idx1-ubyte", data_dir, download).astype(np.int64), xp, b.device)
+    images = from_numpy(
+        _array(spec, f"{prefix}-images-idx3-ubyte", data_dir, download), xp, b.device, copy=True
+    )
+    labels = from_numpy(
+        _array(spec, f"{prefix}-labels-idx1-ubyte", data_dir, download).astype(np.int64),
+        xp,
+        b.device,
+    )
     if normalize:  # the book's float32 k / 255, held in the active dtype
         images = xp.astype(xp.astype(images, xp.float32) / 255.0, b.dtype)
     n = images.shape[0]
@@ -163,11 +188,17 @@ def _array(spec, base, data_dir, download) -> np.ndarray:
     if key in _memo:
         return _memo[key]
     magic, shape = _FILES[base]
-    source = hashlib.sha256(repr(key).encode()).hexdigest()[:16]  # the cache entry of this very file
+    source = hashlib.sha256(repr(key).encode()).hexdigest()[
+        :16
+    ]  # the cache entry of this very file
     cached = cache_dir() / "parsed" / f"{spec.name}-{base}-{source}.npy"
     array = read_npy_expecting(cached, shape, np.uint8)
     if array is not None and _content_hash(magic, shape, array) != spec.sha256[base]:
-        log.warning("portnet: the parsed cache %s does not hold the expected data; parsing %s again", cached, path)
+        log.warning(
+            "portnet: the parsed cache %s does not hold the expected data; parsing %s again",
+            cached,
+            path,
+        )
         array = None
     if array is None:
         array = _parse(path, _read_verified(path, spec.sha256[base], magic, shape), shape)
@@ -194,9 +225,11 @@ def _locate(spec, base, data_dir, download) -> Path:
         dirs = [Path(given)]
         if not dirs[0].is_dir():
             origin = "data_dir" if data_dir is not None else spec.env
-            raise DatasetError(f"{spec.name}: the data directory {dirs[0]} ({origin}) does not exist; point it at the "
-                               f"directory that holds {base}.gz and the other three files, or leave it unset to "
-                               f"download them into {cache_dir() / spec.name}")
+            raise DatasetError(
+                f"{spec.name}: the data directory {dirs[0]} ({origin}) does not exist; point it at the "
+                f"directory that holds {base}.gz and the other three files, or leave it unset to "
+                f"download them into {cache_dir() / spec.name}"
+            )
     else:
         dirs = [*map(Path, spec.system_dirs), cache_dir() / spec.name]
     for d in dirs:
@@ -206,13 +239,17 @@ def _locate(spec, base, data_dir, download) -> Path:
     target = dirs[-1]
     where = f"{target} (gzip-compressed or raw: {', '.join(n + '.gz' for n in _FILES)})"
     if not download:
-        raise DatasetError(f"{spec.name}: {base}.gz is not in {', '.join(map(str, dirs))}; put the four files in {where}, or allow download=True")
+        raise DatasetError(
+            f"{spec.name}: {base}.gz is not in {', '.join(map(str, dirs))}; put the four files in {where}, or allow download=True"
+        )
     return _download(spec, base, target, where)
 
 
 def _mirrors(spec) -> list[str]:
     configured = [m.strip() for m in os.environ.get(spec.mirrors_env, "").split(",") if m.strip()]
-    return [m if m.endswith("/") else m + "/" for m in configured] + [m for m in spec.mirrors if m not in configured]
+    return [m if m.endswith("/") else m + "/" for m in configured] + [
+        m for m in spec.mirrors if m not in configured
+    ]
 
 
 def _download(spec, base, target: Path, where: str) -> Path:
@@ -244,20 +281,34 @@ def _fetch(url: str, limit: int) -> bytes:
     all (a server that trickles is abandoned), never silent for :data:`DOWNLOAD_TIMEOUT`."""
     deadline = time.monotonic() + DOWNLOAD_DEADLINE
     request = urllib.request.Request(url, headers={"User-Agent": "portnet"})
-    with urllib.request.urlopen(request, timeout=min(DOWNLOAD_TIMEOUT, DOWNLOAD_DEADLINE)) as response:
+    with urllib.request.urlopen(
+        request, timeout=min(DOWNLOAD_TIMEOUT, DOWNLOAD_DEADLINE)
+    ) as response:
         declared = response.headers.get("Content-Length")
         if declared is not None:
             if not declared.strip().isdigit():
                 raise DatasetError(f"a malformed Content-Length {declared!r}")
             if int(declared) > limit:
-                raise DatasetError(f"it offers {int(declared):,} bytes, more than the file can be ({limit:,})")
-        bar = progress.bar(int(declared) if declared else None, f"downloading {url.rsplit('/', 1)[-1]}", "B",
-                           unit_scale=True) if progress.wanted() else None
+                raise DatasetError(
+                    f"it offers {int(declared):,} bytes, more than the file can be ({limit:,})"
+                )
+        bar = (
+            progress.bar(
+                int(declared) if declared else None,
+                f"downloading {url.rsplit('/', 1)[-1]}",
+                "B",
+                unit_scale=True,
+            )
+            if progress.wanted()
+            else None
+        )
         chunks, size = [], 0
         try:
             while True:
                 if time.monotonic() > deadline:
-                    raise DatasetError(f"no complete file within {DOWNLOAD_DEADLINE:.0f} s ({size:,} bytes received)")
+                    raise DatasetError(
+                        f"no complete file within {DOWNLOAD_DEADLINE:.0f} s ({size:,} bytes received)"
+                    )
                 chunk = response.read1(1 << 16)
                 if not chunk:
                     break
@@ -300,11 +351,15 @@ def _read_verified(source, sha256: str, magic: int, shape, data: bytes | None = 
         raise DatasetError(f"{source}: truncated: {len(data)} bytes, shorter than its IDX header")
     found_magic, *dims = struct.unpack(f">{1 + len(shape)}i", data[:header])
     if found_magic != magic:
-        raise DatasetError(f"{source}: not an IDX file of this kind: magic number {found_magic}, expected {magic}")
+        raise DatasetError(
+            f"{source}: not an IDX file of this kind: magic number {found_magic}, expected {magic}"
+        )
     if tuple(dims) != tuple(shape):
         raise DatasetError(f"{source}: dimensions {tuple(dims)}, expected {tuple(shape)}")
     if len(data) != expected_size:
-        raise DatasetError(f"{source}: truncated or padded: {len(data)} bytes, expected {expected_size}")
+        raise DatasetError(
+            f"{source}: truncated or padded: {len(data)} bytes, expected {expected_size}"
+        )
     digest = hashlib.sha256(data).hexdigest()
     if digest != sha256:
         raise DatasetError(
@@ -325,9 +380,13 @@ def _gunzip(source, data: bytes, expected_size: int) -> bytes:
             size += len(part)
             out.append(part)
             if size > expected_size:
-                raise DatasetError(f"{source}: decompresses to more than the {expected_size:,} bytes it should hold")
+                raise DatasetError(
+                    f"{source}: decompresses to more than the {expected_size:,} bytes it should hold"
+                )
             if not stream.eof:
-                raise DatasetError(f"{source}: the gzip stream is corrupted or truncated (it ends early)")
+                raise DatasetError(
+                    f"{source}: the gzip stream is corrupted or truncated (it ends early)"
+                )
             rest = stream.unused_data
     except zlib.error as exc:
         raise DatasetError(f"{source}: the gzip stream is corrupted or truncated ({exc})") from None

@@ -43,9 +43,18 @@ def window_matrix(padded, filter_h, filter_w, stride, out_h, out_w, *, generic=F
     if not generic and library in ("numpy", "cupy"):
         lib = importlib.import_module(library)
         sN, sC, sH, sW = padded.strides
-        shape, strides = (C, filter_h, filter_w, N, out_h, out_w), (sC, sH, sW, sN, sH * stride, sW * stride)
+        shape, strides = (
+            (C, filter_h, filter_w, N, out_h, out_w),
+            (sC, sH, sW, sN, sH * stride, sW * stride),
+        )
         view = lib.lib.stride_tricks.as_strided(padded, shape, strides)
         return xp.reshape(lib.ascontiguousarray(view), (rows, cols))
     span_h, span_w = stride * (out_h - 1) + 1, stride * (out_w - 1) + 1
-    slices = [padded[:, :, i : i + span_h : stride, j : j + span_w : stride] for i in range(filter_h) for j in range(filter_w)]
-    return xp.reshape(xp.stack([xp.permute_dims(w, (1, 0, 2, 3)) for w in slices], axis=1), (rows, cols))
+    slices = [
+        padded[:, :, i : i + span_h : stride, j : j + span_w : stride]
+        for i in range(filter_h)
+        for j in range(filter_w)
+    ]
+    return xp.reshape(
+        xp.stack([xp.permute_dims(w, (1, 0, 2, 3)) for w in slices], axis=1), (rows, cols)
+    )

@@ -11,7 +11,19 @@ import array_api_extra as xpx
 from .arrays import book_star_numpy, namespace_of
 from .errors import InputError
 
-__all__ = ["cross_entropy_error", "identity_function", "mean_squared_error", "relu", "relu_grad", "sigmoid", "sigmoid_grad", "softmax", "softmax_loss", "step_function", "np"]  # np: what the book's star-import gave
+__all__ = [
+    "cross_entropy_error",
+    "identity_function",
+    "mean_squared_error",
+    "relu",
+    "relu_grad",
+    "sigmoid",
+    "sigmoid_grad",
+    "softmax",
+    "softmax_loss",
+    "step_function",
+    "np",
+]  # np: what the book's star-import gave
 __getattr__ = book_star_numpy(__name__)
 
 #: The book's guard inside the logarithm of the cross-entropy (eq. 4.2): log(y + delta).

@@ -82,10 +82,14 @@ def numerical_gradient_2d(f, X):
     if X.ndim == 1:
         return numerical_gradient(f, X)
     if X.ndim != 2:
-        raise InputError(f"numerical_gradient_2d expects a vector or a matrix, got shape {tuple(X.shape)}")
+        raise InputError(
+            f"numerical_gradient_2d expects a vector or a matrix, got shape {tuple(X.shape)}"
+        )
     if writeable(X):
         return xp.stack([numerical_gradient(f, X[i, :]) for i in range(X.shape[0])])
-    return xp.stack([numerical_gradient(f, xp.asarray(X[i, :], copy=True)) for i in range(X.shape[0])])
+    return xp.stack(
+        [numerical_gradient(f, xp.asarray(X[i, :], copy=True)) for i in range(X.shape[0])]
+    )
 
 
 def gradient_descent(f, init_x, lr=0.01, step_num=100):

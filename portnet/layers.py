@@ -22,7 +22,17 @@ from .functions import cross_entropy_from, labels_of, one_hot, sigmoid, softmax
 from .randomness import Random
 from .util import col2im_windows, im2col_windows, output_shape, window_slices
 
-__all__ = ["Affine", "BatchNormalization", "Convolution", "Dropout", "Pooling", "Relu", "Sigmoid", "SoftmaxWithLoss", "np"]  # np: what the book's star-import gave
+__all__ = [
+    "Affine",
+    "BatchNormalization",
+    "Convolution",
+    "Dropout",
+    "Pooling",
+    "Relu",
+    "Sigmoid",
+    "SoftmaxWithLoss",
+    "np",
+]  # np: what the book's star-import gave
 __getattr__ = book_star_numpy(__name__)
 
 
@@ -56,7 +66,9 @@ def _parameter(name):
     def put(self, value):
         self.params[self.keys[name]] = value
 
-    return property(get, put, doc=f"The layer's {name} (assigning rebinds it where the layer reads it).")
+    return property(
+        get, put, doc=f"The layer's {name} (assigning rebinds it where the layer reads it)."
+    )
 
 
 class _Parametric:
@@ -69,7 +81,9 @@ class _Parametric:
         cls = type(self).__name__
         if params is None:
             if any(v is None for v in values):
-                raise InputError(f"{cls} needs {', '.join(self.names)}, or params= and keys= to read them from")
+                raise InputError(
+                    f"{cls} needs {', '.join(self.names)}, or params= and keys= to read them from"
+                )
             for name, value in zip(self.names, values):
                 if not writeable(value):
                     raise InputError(
@@ -84,10 +98,14 @@ class _Parametric:
                 raise InputError(f"{cls}: give either the arrays or params= and keys=, not both")
             keys = self.names if keys is None else tuple(keys)
             if len(keys) != len(self.names):
-                raise InputError(f"{cls}: keys={keys!r} must name {len(self.names)} entries ({', '.join(self.names)})")
+                raise InputError(
+                    f"{cls}: keys={keys!r} must name {len(self.names)} entries ({', '.join(self.names)})"
+                )
             missing = [k for k in keys if k not in params]
             if missing:
-                raise InputError(f"{cls}: params has no {', '.join(map(repr, missing))}; it holds {sorted(params)}")
+                raise InputError(
+                    f"{cls}: params has no {', '.join(map(repr, missing))}; it holds {sorted(params)}"
+                )
         self.params, self.keys = params, dict(zip(self.names, keys))
         for name in self.names:
             setattr(self, "d" + name, None)
@@ -150,7 +168,11 @@ class Convolution(_Parametric):
 
     def __init__(self, W=None, b=None, stride=1, pad=0, *, params=None, keys=None, need_dx=True):
         self._bind((W, b), params, keys)
-        self.stride, self.pad, self.need_dx = integer("stride", stride), integer("pad", pad, 0), need_dx
+        self.stride, self.pad, self.need_dx = (
+            integer("stride", stride),
+            integer("pad", pad, 0),
+            need_dx,
+        )
 
     def forward(self, x, train_flg=True):
         W = self.W
@@ -197,9 +219,15 @@ def _convolve_transpose(dout, W, x_shape, stride, pad):
     N, _, H, Wd = x_shape
     OH, OW = dout.shape[2:]
     if stride > 1:
-        dilated = xp.zeros((N, FN, (OH - 1) * stride + 1, (OW - 1) * stride + 1), dtype=dout.dtype,
-                           device=array_api_compat.device(dout))
-        dout = xpx.at(dilated, (slice(None), slice(None), slice(None, None, stride), slice(None, None, stride))).set(dout)
+        dilated = xp.zeros(
+            (N, FN, (OH - 1) * stride + 1, (OW - 1) * stride + 1),
+            dtype=dout.dtype,
+            device=array_api_compat.device(dout),
+        )
+        dout = xpx.at(
+            dilated,
+            (slice(None), slice(None), slice(None, None, stride), slice(None, None, stride)),
+        ).set(dout)
     # rows and columns of the padded input that no window reached (stride > 1) get no gradient
     rest_h, rest_w = H + 2 * pad - FH - (OH - 1) * stride, Wd + 2 * pad - FW - (OW - 1) * stride
     # padding FH - 1 - pad gives dx of the unpadded input directly; a pad wider than the filter
@@ -263,7 +291,9 @@ class SoftmaxWithLoss:
         if tuple(t.shape) == tuple(x.shape):  # one-hot rows: the book's backward subtracts them
             self.target = xp.astype(t, self.y.dtype, copy=False)
         else:
-            self.target = one_hot(xp, labels_of(xp, x.shape, t, "SoftmaxWithLoss"), x.shape[-1], self.y.dtype)
+            self.target = one_hot(
+                xp, labels_of(xp, x.shape, t, "SoftmaxWithLoss"), x.shape[-1], self.y.dtype
+            )
         self.loss = cross_entropy_from(xp, self.y, self.target)
         return self.loss
 
@@ -320,8 +350,17 @@ class BatchNormalization(_Parametric):
     #: The book's epsilon under the square root (written 10e-7 there).
     EPS = 10e-7
 
-    def __init__(self, gamma=None, beta=None, momentum=0.9, running_mean=None, running_var=None, *,
-                 params=None, keys=None):
+    def __init__(
+        self,
+        gamma=None,
+        beta=None,
+        momentum=0.9,
+        running_mean=None,
+        running_var=None,
+        *,
+        params=None,
+        keys=None,
+    ):
         self._bind((gamma, beta), params, keys)
         self.momentum = momentum
         self.running_mean, self.running_var = running_mean, running_var
@@ -362,4 +401,3 @@ class BatchNormalization(_Parametric):
         dmu = xp.sum(dxc, axis=0)
         dx = dxc - dmu / self.batch_size
         return xp.reshape(dx, self.input_shape)
-

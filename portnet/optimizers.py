@@ -19,7 +19,15 @@ from .arrays import book_star_numpy, is_array, library_name, namespace_of, write
 from .checks import fraction, rate
 from .errors import ArrayTypeError, InputError
 
-__all__ = ["AdaGrad", "Adam", "Momentum", "Nesterov", "RMSprop", "SGD", "np"]  # np: what the book's star-import gave
+__all__ = [
+    "AdaGrad",
+    "Adam",
+    "Momentum",
+    "Nesterov",
+    "RMSprop",
+    "SGD",
+    "np",
+]  # np: what the book's star-import gave
 __getattr__ = book_star_numpy(__name__)
 
 #: The book's guard against division by zero in AdaGrad, RMSprop and Adam.
@@ -68,7 +76,10 @@ class Optimizer:
 
     def init(self, params) -> dict:
         """The state before the first step: count 0, each slot zeros like each parameter."""
-        return {"step": 0, **{slot: {k: _zeros_like(p) for k, p in params.items()} for slot in self.slots}}
+        return {
+            "step": 0,
+            **{slot: {k: _zeros_like(p) for k, p in params.items()} for slot in self.slots},
+        }
 
     def apply(self, state, params, grads, *, in_place=False):
         """One step, ``(params, state) -> (new params, new state)``: pure (new arrays, nothing
@@ -76,7 +87,10 @@ class Optimizer:
         add = _in_place if in_place else _pure
         step = state["step"] + 1
         lr = self.step_size(step)
-        new_params, new_state = dict(params), {"step": step, **{slot: dict(state[slot]) for slot in self.slots}}
+        new_params, new_state = (
+            dict(params),
+            {"step": step, **{slot: dict(state[slot]) for slot in self.slots}},
+        )
         for key, g in grads.items():
             kept = {slot: new_state[slot][key] for slot in self.slots}
             new_params[key], kept = self._rule(params[key], g, kept, lr, add)
@@ -186,7 +200,11 @@ class Adam(Optimizer):
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999):
         super().__init__()
-        self.lr, self.beta1, self.beta2 = rate("lr", lr), fraction("beta1", beta1), fraction("beta2", beta2)
+        self.lr, self.beta1, self.beta2 = (
+            rate("lr", lr),
+            fraction("beta1", beta1),
+            fraction("beta2", beta2),
+        )
 
     def _rule(self, p, g, slots, lr, add):
         b1, b2 = self.beta1, self.beta2
@@ -216,7 +234,9 @@ def make_optimizer(name, **params):
     try:
         cls = OPTIMIZERS[_ALIASES.get(key, key)]
     except KeyError:
-        raise InputError(f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}") from None
+        raise InputError(
+            f"unknown optimizer {name!r}; expected one of {', '.join(OPTIMIZERS)}"
+        ) from None
     try:
         return cls(**params)
     except TypeError as exc:

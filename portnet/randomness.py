@@ -27,7 +27,9 @@ class _GlobalNumpy:
         return np.random.permutation(n)
 
     def integers(self, low, high, size=None):
-        return np.random.randint(low, high, size)  # the stream of the book's np.random.choice(high, size)
+        return np.random.randint(
+            low, high, size
+        )  # the stream of the book's np.random.choice(high, size)
 
 
 def host_rng(seed=None):
@@ -59,11 +61,15 @@ class Random:
         if source not in ("native", "host"):
             raise InputError(f"unknown random source {source!r}; expected 'native' or 'host'")
         self.xp, self.device, self.source = xp, device, source
-        self._host = host_rng(None if seed is None else int(np.random.SeedSequence(seed).generate_state(1)[0]))
+        self._host = host_rng(
+            None if seed is None else int(np.random.SeedSequence(seed).generate_state(1)[0])
+        )
         self.native = None
         if source == "native":
             adapter = backends.of_namespace(xp)
-            if adapter.native_random:  # seeded from the host only then: NumPy's global stream stays the book's
+            if (
+                adapter.native_random
+            ):  # seeded from the host only then: NumPy's global stream stays the book's
                 self.native = adapter.generator(int(self._host.integers(0, 2**63)), device)
 
     @property

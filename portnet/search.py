@@ -86,8 +86,10 @@ class Search:
         except (TypeError, ValueError):
             share = math.nan
         if not 0 < share < 1:
-            raise InputError(f"--validation must lie strictly between 0 and 1 (the share of --train-size held out), "
-                             f"got {self.validation!r}")
+            raise InputError(
+                f"--validation must lie strictly between 0 and 1 (the share of --train-size held out), "
+                f"got {self.validation!r}"
+            )
         set_("validation", share)
         for name in ("lr_range", "decay_range"):
             set_(name, _range(_option(name), getattr(self, name)))
@@ -97,10 +99,14 @@ class Search:
         if self.model not in MODELS:
             raise InputError(f"--model {self.model!r}: expected one of {', '.join(MODELS)}")
         if self.optimizer not in OPTIMIZERS:
-            raise InputError(f"--optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
+            raise InputError(
+                f"--optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}"
+            )
         if self.train_count < self.batch_size:
-            raise InputError(f"--train-size {self.train_size} with --validation {self.validation} leaves "
-                             f"{self.train_count} training images, fewer than --batch-size {self.batch_size}")
+            raise InputError(
+                f"--train-size {self.train_size} with --validation {self.validation} leaves "
+                f"{self.train_count} training images, fewer than --batch-size {self.batch_size}"
+            )
 
     @property
     def validation_count(self) -> int:
@@ -114,17 +120,21 @@ class Search:
     def draw(self, k: int) -> tuple[float, float, int]:
         """Trial k's learning rate, weight decay and seed, from (``seed``, k) alone."""
         rng = np.random.default_rng([self.seed, k])
-        weight_decay = 10 ** rng.uniform(*map(math.log10, self.decay_range))  # the book draws it first
+        weight_decay = 10 ** rng.uniform(
+            *map(math.log10, self.decay_range)
+        )  # the book draws it first
         lr = 10 ** rng.uniform(*map(math.log10, self.lr_range))
         return float(lr), float(weight_decay), int(rng.integers(2**31))
 
     def describe(self) -> str:
         sizes = "-".join(map(str, (784, *self.hidden, 10)))
-        return (f"{_trials(self.trials)} of MultiLayerNet({sizes}), {self.optimizer}, batch {self.batch_size}, "
-                f"{self.epochs} epochs on {self.train_count} training images, scored on {self.validation_count} "
-                f"validation images (the first {self.train_size} of MNIST's training set, shuffled); "
-                f"lr {self.lr_range[0]:g}..{self.lr_range[1]:g}, weight decay {self.decay_range[0]:g}.."
-                f"{self.decay_range[1]:g}, log-uniform; seed {self.seed}")
+        return (
+            f"{_trials(self.trials)} of MultiLayerNet({sizes}), {self.optimizer}, batch {self.batch_size}, "
+            f"{self.epochs} epochs on {self.train_count} training images, scored on {self.validation_count} "
+            f"validation images (the first {self.train_size} of MNIST's training set, shuffled); "
+            f"lr {self.lr_range[0]:g}..{self.lr_range[1]:g}, weight decay {self.decay_range[0]:g}.."
+            f"{self.decay_range[1]:g}, log-uniform; seed {self.seed}"
+        )
 
 
 def _trials(n: int) -> str:
@@ -155,25 +165,57 @@ def run_trial(search: Search, k: int, data_dir=None, threads: int = 1) -> dict:
 
     lr, weight_decay, seed = search.draw(k)
     start = time.perf_counter()
-    x_train, t_train, x_val, t_val = _data(search.train_size, search.validation_count, search.seed,
-                                           None if data_dir is None else str(data_dir), _backend_key())
-    net = pn.MultiLayerNet(784, list(search.hidden), 10, weight_decay_lambda=weight_decay, seed=seed,
-                           random_source="host")
-    trainer = pn.Trainer(net, x_train, t_train, x_val, t_val, epochs=search.epochs, mini_batch_size=search.batch_size,
-                         optimizer=search.optimizer, optimizer_param={"lr": lr}, verbose=False, seed=seed,
-                         random_source="host")
+    x_train, t_train, x_val, t_val = _data(
+        search.train_size,
+        search.validation_count,
+        search.seed,
+        None if data_dir is None else str(data_dir),
+        _backend_key(),
+    )
+    net = pn.MultiLayerNet(
+        784,
+        list(search.hidden),
+        10,
+        weight_decay_lambda=weight_decay,
+        seed=seed,
+        random_source="host",
+    )
+    trainer = pn.Trainer(
+        net,
+        x_train,
+        t_train,
+        x_val,
+        t_val,
+        epochs=search.epochs,
+        mini_batch_size=search.batch_size,
+        optimizer=search.optimizer,
+        optimizer_param={"lr": lr},
+        verbose=False,
+        seed=seed,
+        random_source="host",
+    )
     record = {"trial": k, "lr": lr, "weight_decay": weight_decay, "seed": seed}
     try:
-        with _thread_limit(threads), np.errstate(over="ignore", invalid="ignore"):  # divergence is the Trainer's to tell
+        with (
+            _thread_limit(threads),
+            np.errstate(over="ignore", invalid="ignore"),
+        ):  # divergence is the Trainer's to tell
             trainer.train()
     except TrainingDiverged as exc:
         record.update(status="diverged", val_acc=None, train_acc=None, error=str(exc))
     else:
-        record.update(status="ok", val_acc=trainer.test_acc_list[-1], train_acc=trainer.train_acc_list[-1])
+        record.update(
+            status="ok", val_acc=trainer.test_acc_list[-1], train_acc=trainer.train_acc_list[-1]
+        )
     info = pn.backend_info()
-    record.update(val_acc_list=trainer.test_acc_list, train_acc_list=trainer.train_acc_list,
-                  backend=info["backend"], device=info["device"], worker=f"{socket.gethostname()}:{os.getpid()}",
-                  seconds=round(time.perf_counter() - start, 3))
+    record.update(
+        val_acc_list=trainer.test_acc_list,
+        train_acc_list=trainer.train_acc_list,
+        backend=info["backend"],
+        device=info["device"],
+        worker=f"{socket.gethostname()}:{os.getpid()}",
+        seconds=round(time.perf_counter() - start, 3),
+    )
     return record
 
 
@@ -196,7 +238,10 @@ def _data(train_size, validation_count, seed, data_dir, backend_key):
     if train_size > x.shape[0]:
         raise InputError(f"--train-size {train_size} exceeds MNIST's {x.shape[0]} training images")
     order = np.random.default_rng(seed).permutation(train_size)
-    x, t = pn.asarray(x[:train_size][order], dtype=backend_key[2]), pn.asarray(t[:train_size][order])
+    x, t = (
+        pn.asarray(x[:train_size][order], dtype=backend_key[2]),
+        pn.asarray(t[:train_size][order]),
+    )
     v = validation_count
     return x[v:, ...], t[v:], x[:v, ...], t[:v]
 
@@ -208,7 +253,9 @@ def _thread_limit(threads):
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
-        raise MissingDependencyError("portnet search needs threadpoolctl: pip install threadpoolctl") from None
+        raise MissingDependencyError(
+            "portnet search needs threadpoolctl: pip install threadpoolctl"
+        ) from None
     torch = sys.modules.get("torch")
     previous = torch.get_num_threads() if torch is not None else None
     try:
@@ -277,17 +324,27 @@ class Results:
             header = json.loads(lines[0]) if lines else None
         except ValueError:
             header = None
-        if not isinstance(header, dict) or header.get("format") != FORMAT or not isinstance(header.get("search"), dict):
-            raise InputError(f"{self.path} is not a results file of portnet search (its first line is no search header)")
+        if (
+            not isinstance(header, dict)
+            or header.get("format") != FORMAT
+            or not isinstance(header.get("search"), dict)
+        ):
+            raise InputError(
+                f"{self.path} is not a results file of portnet search (its first line is no search header)"
+            )
         recorded = header["search"]
         for name, value in given.items():
             if _comparable(value) != _comparable(recorded.get(name)):
-                raise InputError(f"{self.path} records a search with {_option(name)} {_shown(recorded.get(name))}; "
-                                 f"resume it with the same settings (or leave them out), not {_shown(value)}")
+                raise InputError(
+                    f"{self.path} records a search with {_option(name)} {_shown(recorded.get(name))}; "
+                    f"resume it with the same settings (or leave them out), not {_shown(value)}"
+                )
         try:
             self.search = Search(**{f.name: recorded[f.name] for f in fields(Search)})
         except (KeyError, TypeError):
-            raise InputError(f"{self.path}: its search header lacks settings of this portnet") from None
+            raise InputError(
+                f"{self.path}: its search header lacks settings of this portnet"
+            ) from None
         for number, line in enumerate(lines[1:], start=2):
             record = self._record(line, number)
             self.records[record["trial"]] = record
@@ -299,12 +356,18 @@ class Results:
         try:
             record = json.loads(line)
             k = record["trial"]
-            drawn = self.search.draw(k) if isinstance(k, int) and 0 <= k < self.search.trials else None
-            sound = drawn == (record["lr"], record["weight_decay"], record["seed"]) and record["status"] in ("ok", "diverged")
+            drawn = (
+                self.search.draw(k) if isinstance(k, int) and 0 <= k < self.search.trials else None
+            )
+            sound = drawn == (record["lr"], record["weight_decay"], record["seed"]) and record[
+                "status"
+            ] in ("ok", "diverged")
         except (ValueError, KeyError, TypeError):
             sound = False
         if not sound:
-            raise InputError(f"{self.path} line {number} is not a trial of the search its header records")
+            raise InputError(
+                f"{self.path} line {number} is not a trial of the search its header records"
+            )
         if k in self.records:
             raise InputError(f"{self.path} line {number}: trial {k} is recorded twice")
         return record
@@ -316,7 +379,7 @@ class Results:
     def _write(self, obj) -> None:
         line = memoryview((json.dumps(obj, allow_nan=False) + "\n").encode())
         while line:
-            line = line[os.write(self.fd, line):]
+            line = line[os.write(self.fd, line) :]
         os.fsync(self.fd)
 
     def close(self) -> None:
@@ -326,7 +389,9 @@ class Results:
 def _check_new(path: Path) -> None:
     """Raise now if a new results file cannot be made at ``path``."""
     if path.exists() and not path.is_dir():
-        raise FileExistsError(f"{path} exists; continue that search with --resume {path}, or name another file")
+        raise FileExistsError(
+            f"{path} exists; continue that search with --resume {path}, or name another file"
+        )
     check_writable(path)
 
 
@@ -336,7 +401,9 @@ def _comparable(value):
 
 def _shown(value) -> str:
     if isinstance(value, (list, tuple)):
-        return (" " if len(value) == 2 and all(isinstance(v, float) for v in value) else ",").join(map(_shown, value))
+        return (" " if len(value) == 2 and all(isinstance(v, float) for v in value) else ",").join(
+            map(_shown, value)
+        )
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -346,8 +413,11 @@ def _in_process(search, pending, data_dir, threads, env):
     import portnet as pn
 
     merged = {**os.environ, **env}
-    with pn.use_backend(merged.get("PORTNET_BACKEND") or "numpy", merged.get("PORTNET_DEVICE") or None,
-                        merged.get("PORTNET_DTYPE") or None):
+    with pn.use_backend(
+        merged.get("PORTNET_BACKEND") or "numpy",
+        merged.get("PORTNET_DEVICE") or None,
+        merged.get("PORTNET_DTYPE") or None,
+    ):
         for k in pending:
             yield run_trial(search, k, data_dir, threads)
 
@@ -357,19 +427,28 @@ def _on_dask(client, search, pending, data_dir, threads):
     so a rerun after a worker died (Dask's ``allowed-failures``) is the same task."""
     from dask.distributed import KilledWorker, as_completed
 
-    token = hashlib.sha256(json.dumps([asdict(search), data_dir, threads]).encode()).hexdigest()[:16]
-    futures = {client.submit(run_trial, search, k, data_dir, threads, key=f"portnet-trial-{k}-{token}", pure=False): k
-               for k in pending}
+    token = hashlib.sha256(json.dumps([asdict(search), data_dir, threads]).encode()).hexdigest()[
+        :16
+    ]
+    futures = {
+        client.submit(
+            run_trial, search, k, data_dir, threads, key=f"portnet-trial-{k}-{token}", pure=False
+        ): k
+        for k in pending
+    }
     for future in as_completed(futures):
         try:
             yield future.result()
         except KilledWorker as exc:
-            raise PortnetError(f"trial {futures[future]} killed its worker {exc.allowed_failures + 1} times (Dask's "
-                               f"distributed.scheduler.allowed-failures is {exc.allowed_failures}); the finished trials "
-                               f"are recorded") from None
+            raise PortnetError(
+                f"trial {futures[future]} killed its worker {exc.allowed_failures + 1} times (Dask's "
+                f"distributed.scheduler.allowed-failures is {exc.allowed_failures}); the finished trials "
+                f"are recorded"
+            ) from None
         except ImportError as exc:
-            raise MissingDependencyError(f"a Dask worker could not run portnet ({exc}); install portnet on every "
-                                         f"worker") from None
+            raise MissingDependencyError(
+                f"a Dask worker could not run portnet ({exc}); install portnet on every worker"
+            ) from None
 
 
 @contextlib.contextmanager
@@ -380,8 +459,10 @@ def _client(scheduler, workers, dashboard, env):
         import dask
         from dask.distributed import Client, LocalCluster
     except ImportError:
-        raise MissingDependencyError(f"portnet search runs its trials on Dask: {_INSTALL} "
-                                     f"(or --workers 0 to run them in this process)") from None
+        raise MissingDependencyError(
+            f"portnet search runs its trials on Dask: {_INSTALL} "
+            f"(or --workers 0 to run them in this process)"
+        ) from None
     timeout = dask.utils.parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"))
     if scheduler:
         _probe(scheduler, timeout)
@@ -394,11 +475,26 @@ def _client(scheduler, workers, dashboard, env):
         raise MissingDependencyError("--dashboard needs bokeh: pip install bokeh")
     else:
         http = {"dashboard_address": f"127.0.0.1:{dashboard}"}
-    with _environment_kept(), dask.config.set({_TRIM: None}), \
-            LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", env=env,
-                         **http) as cluster, Client(cluster) as client:
-        where = f"a LocalCluster of {workers} worker process{'es' if workers > 1 else ''} on 127.0.0.1"
-        yield client, where + (f", dashboard {cluster.dashboard_link}" if dashboard is not None else "")
+    with (
+        _environment_kept(),
+        dask.config.set({_TRIM: None}),
+        LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            env=env,
+            **http,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        where = (
+            f"a LocalCluster of {workers} worker process{'es' if workers > 1 else ''} on 127.0.0.1"
+        )
+        yield (
+            client,
+            where + (f", dashboard {cluster.dashboard_link}" if dashboard is not None else ""),
+        )
 
 
 @contextlib.contextmanager
@@ -427,9 +523,13 @@ def _probe(address, timeout):
     except ValueError as exc:
         raise InputError(f"--scheduler {address}: {exc}") from None
     except Exception as exc:  # refused, silent, or not speaking Dask: the address is the problem
-        reason = "no answer" if isinstance(exc, asyncio.TimeoutError) else f"{type(exc).__name__}: {exc}"
-        raise PortnetError(f"--scheduler {address}: no Dask scheduler answered within {timeout:g} s ({reason}); "
-                           f"start one with 'dask scheduler'") from None
+        reason = (
+            "no answer" if isinstance(exc, asyncio.TimeoutError) else f"{type(exc).__name__}: {exc}"
+        )
+        raise PortnetError(
+            f"--scheduler {address}: no Dask scheduler answered within {timeout:g} s ({reason}); "
+            f"start one with 'dask scheduler'"
+        ) from None
 
 
 # --------------------------------------------------------------------------- the command
@@ -438,55 +538,131 @@ def add_arguments(parser) -> None:
     space = parser.add_argument_group("the search (default: the book's, ch. 6.5)")
     space.add_argument("--trials", type=int, help="trials (default: 100)")
     space.add_argument("--epochs", type=int, help="epochs a trial (default: 50)")
-    space.add_argument("--train-size", type=int, metavar="N",
-                       help="the first N MNIST training images, shuffled; --validation of them are held out for "
-                            "scoring (default: 500: 400 to train on, 100 to score)")
-    space.add_argument("--validation", type=float, metavar="SHARE", help="share of --train-size held out (default: 0.2)")
-    space.add_argument("--lr-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                       help="learning rates, drawn log-uniformly (default: 1e-6 1e-2)")
-    space.add_argument("--decay-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                       help="weight decays (L2, ch. 6.4.2), drawn log-uniformly (default: 1e-8 1e-4)")
-    space.add_argument("--model", choices=MODELS, help="the network: the book's MultiLayerNet (default)")
-    space.add_argument("--hidden", type=_sizes, metavar="SIZES", help="hidden layer sizes (default: 100,100,100,100,100,100)")
+    space.add_argument(
+        "--train-size",
+        type=int,
+        metavar="N",
+        help="the first N MNIST training images, shuffled; --validation of them are held out for "
+        "scoring (default: 500: 400 to train on, 100 to score)",
+    )
+    space.add_argument(
+        "--validation",
+        type=float,
+        metavar="SHARE",
+        help="share of --train-size held out (default: 0.2)",
+    )
+    space.add_argument(
+        "--lr-range",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="learning rates, drawn log-uniformly (default: 1e-6 1e-2)",
+    )
+    space.add_argument(
+        "--decay-range",
+        type=float,
+        nargs=2,
+        metavar=("LOW", "HIGH"),
+        help="weight decays (L2, ch. 6.4.2), drawn log-uniformly (default: 1e-8 1e-4)",
+    )
+    space.add_argument(
+        "--model", choices=MODELS, help="the network: the book's MultiLayerNet (default)"
+    )
+    space.add_argument(
+        "--hidden",
+        type=_sizes,
+        metavar="SIZES",
+        help="hidden layer sizes (default: 100,100,100,100,100,100)",
+    )
     space.add_argument("--optimizer", choices=OPTIMIZERS, help="default: sgd")
     space.add_argument("--batch-size", type=int, help="default: 100")
     space.add_argument("--seed", type=int, help="trial k's draws come from (seed, k) (default: 0)")
     out = parser.add_argument_group("results")
     files = out.add_mutually_exclusive_group()
-    files.add_argument("--results", type=Path, metavar="FILE", help="append each finished trial to this new JSON-lines file")
-    files.add_argument("--resume", type=Path, metavar="FILE", help="continue the search in FILE: run the trials it lacks")
-    out.add_argument("--plot", type=Path, metavar="PNG", help="the best 20 trials' accuracy curves, the book's 5 x 4 grid")
+    files.add_argument(
+        "--results",
+        type=Path,
+        metavar="FILE",
+        help="append each finished trial to this new JSON-lines file",
+    )
+    files.add_argument(
+        "--resume",
+        type=Path,
+        metavar="FILE",
+        help="continue the search in FILE: run the trials it lacks",
+    )
+    out.add_argument(
+        "--plot",
+        type=Path,
+        metavar="PNG",
+        help="the best 20 trials' accuracy curves, the book's 5 x 4 grid",
+    )
     out.add_argument("--overwrite", action="store_true", help="replace an existing --plot file")
-    out.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                     help="a progress bar over trials on stderr (default: when stderr is a terminal and tqdm is installed)")
+    out.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a progress bar over trials on stderr (default: when stderr is a terminal and tqdm is installed)",
+    )
     where = parser.add_argument_group("where the trials run")
-    where.add_argument("--scheduler", metavar="ADDRESS", help="a Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: a "
-                       "LocalCluster on this machine)")
-    where.add_argument("--workers", type=int, metavar="N", help="worker processes of the LocalCluster (default: one per "
-                       "core); 0 runs the trials in this process, without Dask")
-    where.add_argument("--dashboard", type=int, metavar="PORT", help="serve the LocalCluster's Dask dashboard on "
-                       "127.0.0.1:PORT (needs bokeh)")
-    where.add_argument("--threads", type=int, default=1, help="BLAS threads a trial (default: 1, which makes a trial's "
-                       "result the same on every worker)")
-    where.add_argument("--backend", choices=BACKENDS,
-                       help="this machine's backend (default: $PORTNET_BACKEND or numpy); a --scheduler's workers "
-                            "use their own PORTNET_BACKEND / PORTNET_DEVICE")
+    where.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="a Dask scheduler, e.g. tcp://10.0.0.5:8786 (default: a LocalCluster on this machine)",
+    )
+    where.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="worker processes of the LocalCluster (default: one per "
+        "core); 0 runs the trials in this process, without Dask",
+    )
+    where.add_argument(
+        "--dashboard",
+        type=int,
+        metavar="PORT",
+        help="serve the LocalCluster's Dask dashboard on 127.0.0.1:PORT (needs bokeh)",
+    )
+    where.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="BLAS threads a trial (default: 1, which makes a trial's "
+        "result the same on every worker)",
+    )
+    where.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="this machine's backend (default: $PORTNET_BACKEND or numpy); a --scheduler's workers "
+        "use their own PORTNET_BACKEND / PORTNET_DEVICE",
+    )
     where.add_argument("--device", help="this machine's device, e.g. cuda:1 (torch), 1 (cupy)")
-    where.add_argument("--dtype", choices=("float32", "float64"), help="float dtype (default: $PORTNET_DTYPE or float32)")
-    where.add_argument("--data-dir", help="the MNIST files, on every worker's machine (default: each worker's "
-                       "$PORTNET_DATA_DIR or cache, downloading if missing)")
+    where.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        help="float dtype (default: $PORTNET_DTYPE or float32)",
+    )
+    where.add_argument(
+        "--data-dir",
+        help="the MNIST files, on every worker's machine (default: each worker's "
+        "$PORTNET_DATA_DIR or cache, downloading if missing)",
+    )
 
 
 def _sizes(text: str) -> list[int]:
     try:
         return [int(v) for v in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected sizes separated by commas, e.g. 100,100") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected sizes separated by commas, e.g. 100,100"
+        ) from None
 
 
 def main(args) -> int:
     """``portnet search``: run the trials a results file lacks, print the book's lines, plot."""
-    given = {f.name: getattr(args, f.name) for f in fields(Search) if getattr(args, f.name) is not None}
+    given = {
+        f.name: getattr(args, f.name) for f in fields(Search) if getattr(args, f.name) is not None
+    }
     env = _where(args)
     threads = checks.integer("--threads", args.threads)
     if args.plot is not None:
@@ -507,20 +683,35 @@ def main(args) -> int:
         records = dict(results.records) if results is not None else {}
         pending = [k for k in range(search.trials) if k not in records]
         if args.resume is not None:
-            cut = " (an unfinished last line was dropped: that trial runs again)" if results.cut else ""
-            print(f"portnet: {args.resume}: {len(records)} of {search.trials} trials recorded{cut}, "
-                  f"{len(pending)} to run", flush=True)
+            cut = (
+                " (an unfinished last line was dropped: that trial runs again)"
+                if results.cut
+                else ""
+            )
+            print(
+                f"portnet: {args.resume}: {len(records)} of {search.trials} trials recorded{cut}, "
+                f"{len(pending)} to run",
+                flush=True,
+            )
         if pending:
             start = time.perf_counter()
-            with contextlib.ExitStack() as run:  # the cluster and the bar, gone before the time is told
+            with (
+                contextlib.ExitStack() as run
+            ):  # the cluster and the bar, gone before the time is told
                 workers = _default_workers() if args.workers is None else args.workers
                 if args.scheduler or workers:
-                    client, where = run.enter_context(_client(args.scheduler, min(workers, len(pending)),
-                                                              args.dashboard, env))
+                    client, where = run.enter_context(
+                        _client(args.scheduler, min(workers, len(pending)), args.dashboard, env)
+                    )
                     trials = _on_dask(client, search, pending, args.data_dir, threads)
                 else:
-                    where, trials = "this process", _in_process(search, pending, args.data_dir, threads, env)
-                if results is None and args.results is not None:  # once the trials have somewhere to run
+                    where, trials = (
+                        "this process",
+                        _in_process(search, pending, args.data_dir, threads, env),
+                    )
+                if (
+                    results is None and args.results is not None
+                ):  # once the trials have somewhere to run
                     results = Results.create(args.results, search)
                     stack.callback(results.close)
                 print(f"portnet: {_trials(len(pending))} on {where}", flush=True)
@@ -532,7 +723,10 @@ def main(args) -> int:
                     _say(bar, f"{_line(record)}  (trial {record['trial']})")
                     if bar is not None:
                         bar.update(1)
-            print(f"portnet: {_trials(len(pending))} in {time.perf_counter() - start:.1f} s", flush=True)
+            print(
+                f"portnet: {_trials(len(pending))} in {time.perf_counter() - start:.1f} s",
+                flush=True,
+            )
     _report(search, records, args.plot)
     return 0
 
@@ -544,18 +738,28 @@ def _where(args) -> dict:
         checks.integer("--workers", args.workers, least=0)
     if args.dashboard is not None:
         checks.integer("--dashboard", args.dashboard)
-    chosen = {"PORTNET_BACKEND": args.backend, "PORTNET_DEVICE": args.device, "PORTNET_DTYPE": args.dtype}
+    chosen = {
+        "PORTNET_BACKEND": args.backend,
+        "PORTNET_DEVICE": args.device,
+        "PORTNET_DTYPE": args.dtype,
+    }
     env = {k: v for k, v in chosen.items() if v is not None}
     if args.scheduler and env:
-        raise InputError("--backend, --device and --dtype choose this machine's backend; a --scheduler's workers "
-                         "take theirs from their PORTNET_BACKEND / PORTNET_DEVICE / PORTNET_DTYPE")
+        raise InputError(
+            "--backend, --device and --dtype choose this machine's backend; a --scheduler's workers "
+            "take theirs from their PORTNET_BACKEND / PORTNET_DEVICE / PORTNET_DTYPE"
+        )
     if args.scheduler and args.workers is not None:
-        raise InputError("--workers sizes a LocalCluster on this machine; a --scheduler has its own workers")
+        raise InputError(
+            "--workers sizes a LocalCluster on this machine; a --scheduler has its own workers"
+        )
     if args.backend and not args.device:
         env["PORTNET_DEVICE"] = ""
     name = {**os.environ, **env}.get("PORTNET_BACKEND")
     if not args.scheduler and name and name not in BACKENDS:  # before any worker starts
-        raise InputError(f"PORTNET_BACKEND={name!r} is not a backend; expected one of {', '.join(BACKENDS)}")
+        raise InputError(
+            f"PORTNET_BACKEND={name!r} is not a backend; expected one of {', '.join(BACKENDS)}"
+        )
     return env
 
 
@@ -598,7 +802,10 @@ def _line(record) -> str:
 
 def _ranked(records: dict) -> list[dict]:
     """The trials that trained, best validation accuracy first (ties: the lower trial number)."""
-    return sorted((r for r in records.values() if r["status"] == "ok"), key=lambda r: (-r["val_acc"], r["trial"]))
+    return sorted(
+        (r for r in records.values() if r["status"] == "ok"),
+        key=lambda r: (-r["val_acc"], r["trial"]),
+    )
 
 
 def _report(search, records, plot) -> None:
@@ -606,18 +813,26 @@ def _report(search, records, plot) -> None:
     ranked = _ranked(records)
     print("=========== Hyper-Parameter Optimization Result ===========")
     for i, r in enumerate(ranked[:BEST]):
-        print(f"Best-{i + 1}(val acc:{r['val_acc']}) | lr:{r['lr']}, weight decay:{r['weight_decay']}  (trial {r['trial']})")
+        print(
+            f"Best-{i + 1}(val acc:{r['val_acc']}) | lr:{r['lr']}, weight decay:{r['weight_decay']}  (trial {r['trial']})"
+        )
     diverged = sorted(k for k, r in records.items() if r["status"] == "diverged")
     if diverged:
-        print(f"portnet: {len(diverged)} of {len(records)} trials diverged: trial {', '.join(map(str, diverged))}")
+        print(
+            f"portnet: {len(diverged)} of {len(records)} trials diverged: trial {', '.join(map(str, diverged))}"
+        )
     if not ranked:
         print("portnet: no trial trained to the end; nothing to rank (try a lower --lr-range)")
         return
     best = ranked[0]
-    print(f"portnet: the best, trial {best['trial']}, as a portnet train run; its weight decay {best['weight_decay']:.3g} "
-          f"has no portnet train option:")
-    print(f"  portnet train --model multi-layer --hidden {','.join(map(str, search.hidden))} --optimizer "
-          f"{search.optimizer} --lr {best['lr']:.6g} --epochs {search.epochs} --batch-size {search.batch_size}")
+    print(
+        f"portnet: the best, trial {best['trial']}, as a portnet train run; its weight decay {best['weight_decay']:.3g} "
+        f"has no portnet train option:"
+    )
+    print(
+        f"  portnet train --model multi-layer --hidden {','.join(map(str, search.hidden))} --optimizer "
+        f"{search.optimizer} --lr {best['lr']:.6g} --epochs {search.epochs} --batch-size {search.batch_size}"
+    )
     if plot is not None:
         _draw(ranked[:BEST], plot)
         print(f"portnet: wrote {plot}")

@@ -66,6 +66,10 @@ class PureStep:
         x, t = xp.take(self.x_train, idx, axis=0), xp.take(self.t_train, idx, axis=0)
         loss, grads = net.loss_and_gradient(x, t, check=False)
         params, optimizer = self.optimizer.apply(state["optimizer"], net.params, grads)
-        new = {"params": params, "optimizer": optimizer, "buffers": net.buffers(),
-               "generators": [rng.state for rng in net.generators()]}
+        new = {
+            "params": params,
+            "optimizer": optimizer,
+            "buffers": net.buffers(),
+            "generators": [rng.state for rng in net.generators()],
+        }
         return new, loss

@@ -52,13 +52,17 @@ def fit_threads(library: str, setting=None):
         try:
             limit = integer("threads", int(setting))
         except (ValueError, OverflowError):
-            raise InputError(f"threads {setting!r}: expected 'auto' or a positive number of threads") from None
+            raise InputError(
+                f"threads {setting!r}: expected 'auto' or a positive number of threads"
+            ) from None
     if limit is not None:
         ctl = _threadpoolctl()
         if ctl is not None:
             ctl.threadpool_limits(limits=limit)
         elif setting != "auto":  # asked for, so not to be skipped silently
-            raise MissingDependencyError(f"{limit} threads: limiting BLAS needs threadpoolctl: pip install threadpoolctl")
+            raise MissingDependencyError(
+                f"{limit} threads: limiting BLAS needs threadpoolctl: pip install threadpoolctl"
+            )
         backends.get(library).limit_threads(limit)
     _fitted[library] = limit
     return limit

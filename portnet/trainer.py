@@ -45,37 +45,75 @@ class Trainer:
     step), ``train_acc_list``, ``test_acc_list``, ``epoch_times``.
     """
 
-    def __init__(self, network, x_train, t_train, x_test, t_test, epochs=20, mini_batch_size=100, optimizer="SGD",
-                 optimizer_param=None, evaluate_sample_num_per_epoch=None, verbose=True, *, callbacks=(),
-                 progress=False, tune_threads=False, loss_every=50, seed=None, random_source="native", jit=None):
+    def __init__(
+        self,
+        network,
+        x_train,
+        t_train,
+        x_test,
+        t_test,
+        epochs=20,
+        mini_batch_size=100,
+        optimizer="SGD",
+        optimizer_param=None,
+        evaluate_sample_num_per_epoch=None,
+        verbose=True,
+        *,
+        callbacks=(),
+        progress=False,
+        tune_threads=False,
+        loss_every=50,
+        seed=None,
+        random_source="native",
+        jit=None,
+    ):
         self.network = network
         self.x_train, self.t_train, self.x_test, self.t_test = x_train, t_train, x_test, t_test
         self.epochs = integer("epochs", epochs)
         self.batch_size = integer("mini_batch_size", mini_batch_size)
-        samples = None if evaluate_sample_num_per_epoch is None else integer(
-            "evaluate_sample_num_per_epoch", evaluate_sample_num_per_epoch)
+        samples = (
+            None
+            if evaluate_sample_num_per_epoch is None
+            else integer("evaluate_sample_num_per_epoch", evaluate_sample_num_per_epoch)
+        )
         self.loss_every = integer("loss_every", loss_every)
         if isinstance(optimizer, str):
-            optimizer = make_optimizer(optimizer, **({"lr": 0.01} if optimizer_param is None else optimizer_param))
+            optimizer = make_optimizer(
+                optimizer, **({"lr": 0.01} if optimizer_param is None else optimizer_param)
+            )
         self.optimizer = optimizer
         self.train_size = x_train.shape[0]
         self.iter_per_epoch = max(self.train_size // self.batch_size, 1)
         self.max_iter = self.epochs * self.iter_per_epoch
         self.current_iter = self.current_epoch = 0
-        self.train_loss_list, self.train_acc_list, self.test_acc_list, self.epoch_times = [], [], [], []
+        self.train_loss_list, self.train_acc_list, self.test_acc_list, self.epoch_times = (
+            [],
+            [],
+            [],
+            [],
+        )
         self._xp = namespace_of(x_train, t_train, x_test, t_test)
         self._validate()
-        self._rng = Random(self._xp, array_api_compat.device(x_train), seed=seed, source=random_source)
+        self._rng = Random(
+            self._xp, array_api_compat.device(x_train), seed=seed, source=random_source
+        )
         self._step_compiler, self._compiled = self._choose_compiler(jit), None
         self._pending = []  # (first step, losses on the device), not yet read back
         self.writer = None  # where lines go instead of print (a progress bar's write)
         self._begun = False
         self._evaluation = Evaluation(samples)
         watch = isinstance(getattr(network, "last_layer", None), SoftmaxWithLoss)
-        self.callbacks = [DivergenceGuard(watch), self._evaluation, *([BookLines()] if verbose else []),
-                          *([ProgressBar()] if progress else []), *([ThreadTuner()] if tune_threads else []),
-                          *callbacks]
-        self._around_steps = [c for c in self.callbacks if _overrides(c, "on_step_begin", "on_step_end")]
+        self.callbacks = [
+            DivergenceGuard(watch),
+            self._evaluation,
+            *([BookLines()] if verbose else []),
+            *([ProgressBar()] if progress else []),
+            *([ThreadTuner()] if tune_threads else []),
+            *callbacks,
+        ]
+        self._around_steps = [
+            c for c in self.callbacks if _overrides(c, "on_step_begin", "on_step_end")
+        ]
 
     # ------------------------------------------------------------------ the loop
     def train(self):
@@ -135,7 +173,9 @@ class Trainer:
             self._compiled = self._step_compiler(self._pure)
         for start in range(0, n, self.loss_every):
             stop = min(start + self.loss_every, n)
-            state, losses = self._compiled(self._pure.state(), xp.reshape(order[start * b : stop * b], (stop - start, b)))
+            state, losses = self._compiled(
+                self._pure.state(), xp.reshape(order[start * b : stop * b], (stop - start, b))
+            )
             self._pure.install(state)
             self._pending.append((self.current_iter, losses))
             self.current_iter += stop - start
@@ -196,8 +236,10 @@ class Trainer:
         compiler = backends.of_namespace(self._xp).step_compiler()
         can = compiler is not None and PureStep.supports(self.network, self.optimizer)
         if jit and not can:
-            raise InputError("jit=True needs a library that compiles (JAX), one of portnet's networks and optimizers, "
-                             "and dropout drawn by the library's own generator (random_source='native')")
+            raise InputError(
+                "jit=True needs a library that compiles (JAX), one of portnet's networks and optimizers, "
+                "and dropout drawn by the library's own generator (random_source='native')"
+            )
         return compiler if can and jit is not False else None
 
     def _validate(self):
@@ -206,16 +248,23 @@ class Trainer:
         arrays = [v for v in getattr(self.network, "params", {}).values() if is_array(v)]
         if arrays and namespace_of(arrays[0]) is not xp:
             mine, theirs = library_name(namespace_of(arrays[0])), library_name(xp)
-            raise ArrayTypeError(f"the data are {theirs} arrays but the network's parameters {mine} ones; load or "
-                                 f"convert the data (portnet.asarray) with the {mine} backend active")
+            raise ArrayTypeError(
+                f"the data are {theirs} arrays but the network's parameters {mine} ones; load or "
+                f"convert the data (portnet.asarray) with the {mine} backend active"
+            )
         classes = getattr(self.network, "output_size", None)
-        for name, x, t in (("train", self.x_train, self.t_train), ("test", self.x_test, self.t_test)):
+        for name, x, t in (
+            ("train", self.x_train, self.t_train),
+            ("test", self.x_test, self.t_test),
+        ):
             if same_samples(f"{name} set", x, t) == 0:
                 raise InputError(f"{name} set: no samples")
             if classes is not None:
                 check_labels(xp, labels_of(xp, (t.shape[0], classes), t, f"{name} set"), classes)
         if self.train_size < self.batch_size:
-            raise InputError(f"mini_batch_size {self.batch_size} is larger than the training set ({self.train_size})")
+            raise InputError(
+                f"mini_batch_size {self.batch_size} is larger than the training set ({self.train_size})"
+            )
 
 
 def _overrides(callback, *hooks) -> bool:

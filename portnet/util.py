@@ -66,7 +66,9 @@ def window_slices(x, filter_h, filter_w, stride=1, pad=0) -> list:
     """The filter_h * filter_w strided slices of the padded (N, C, H, W) input ``x``, one per
     filter position (i, j) in row-major order, each (N, C, OH, OW)."""
     x, (out_h, out_w) = _padded(x, filter_h, filter_w, stride, pad)
-    return [x[_slices(out_h, out_w, i, j, stride)] for i in range(filter_h) for j in range(filter_w)]
+    return [
+        x[_slices(out_h, out_w, i, j, stride)] for i in range(filter_h) for j in range(filter_w)
+    ]
 
 
 def im2col_windows(x, filter_h, filter_w, stride=1, pad=0):
@@ -82,7 +84,11 @@ def col2im_windows(parts, input_shape, filter_h, filter_w, stride=1, pad=0):
     N, C, H, W = (operator.index(v) for v in input_shape)
     out_h, out_w = output_shape(H, W, filter_h, filter_w, stride, pad)
     xp = namespace_of(*parts)
-    img = xp.zeros((N, C, H + 2 * pad, W + 2 * pad), dtype=parts[0].dtype, device=array_api_compat.device(parts[0]))
+    img = xp.zeros(
+        (N, C, H + 2 * pad, W + 2 * pad),
+        dtype=parts[0].dtype,
+        device=array_api_compat.device(parts[0]),
+    )
     for k, part in enumerate(parts):
         img = xpx.at(img, _slices(out_h, out_w, *divmod(k, filter_w), stride)).add(part)
     return img[:, :, pad : pad + H, pad : pad + W] if pad else img
@@ -90,7 +96,9 @@ def col2im_windows(parts, input_shape, filter_h, filter_w, stride=1, pad=0):
 
 def im2col(input_data, filter_h, filter_w, stride=1, pad=0):
     """The book's im2col: (N, C, H, W) input to rows of (N*OH*OW, C*filter_h*filter_w)."""
-    return namespace_of(input_data).matrix_transpose(im2col_windows(input_data, filter_h, filter_w, stride, pad))
+    return namespace_of(input_data).matrix_transpose(
+        im2col_windows(input_data, filter_h, filter_w, stride, pad)
+    )
 
 
 def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
@@ -100,7 +108,9 @@ def col2im(col, input_shape, filter_h, filter_w, stride=1, pad=0):
     out_h, out_w = output_shape(H, W, filter_h, filter_w, stride, pad)
     expected = (N * out_h * out_w, C * filter_h * filter_w)
     if tuple(col.shape) != expected:
-        raise InputError(f"col2im: col has shape {tuple(col.shape)}, expected {expected} for input {tuple(input_shape)}")
+        raise InputError(
+            f"col2im: col has shape {tuple(col.shape)}, expected {expected} for input {tuple(input_shape)}"
+        )
     col = xp.reshape(col, (N, out_h, out_w, C, filter_h * filter_w))
     parts = [xp.permute_dims(col[..., k], (0, 3, 1, 2)) for k in range(filter_h * filter_w)]
     return col2im_windows(parts, (N, C, H, W), filter_h, filter_w, stride, pad)

@@ -34,14 +34,20 @@ def sum_tolerance(terms: int, magnitude, dtype) -> np.ndarray:
 
 def assert_like(actual, backend, dtype=None, shape=None):
     """``actual`` is an array of the backend's namespace and device, with this dtype and shape."""
-    assert namespace_of(actual) is backend.xp, f"namespace {namespace_of(actual).__name__}, expected {backend.xp.__name__}"
+    assert namespace_of(actual) is backend.xp, (
+        f"namespace {namespace_of(actual).__name__}, expected {backend.xp.__name__}"
+    )
     assert array_api_compat.device(actual) == backend.device, (
         f"device {array_api_compat.device(actual)}, expected {backend.device}"
     )
     if dtype is not None:
-        assert dtype_name(actual.dtype) == dtype_name(dtype), f"dtype {actual.dtype}, expected {dtype}"
+        assert dtype_name(actual.dtype) == dtype_name(dtype), (
+            f"dtype {actual.dtype}, expected {dtype}"
+        )
     if shape is not None:
-        assert tuple(actual.shape) == tuple(shape), f"shape {tuple(actual.shape)}, expected {tuple(shape)}"
+        assert tuple(actual.shape) == tuple(shape), (
+            f"shape {tuple(actual.shape)}, expected {tuple(shape)}"
+        )
 
 
 def assert_close(actual, expected, backend, dtype, *, sums=None, **override):
@@ -76,7 +82,9 @@ def assert_prints(actual, printed: str, backend, dtype):
     host = to_numpy(actual)
     if dtype_name(dtype) == "float64":
         shown = np.array2string(host).replace("[", " ").replace("]", " ").split()
-        assert shown == printed.replace("[", " ").replace("]", " ").split(), f"prints {np.array2string(host)}, the book {printed}"
+        assert shown == printed.replace("[", " ").replace("]", " ").split(), (
+            f"prints {np.array2string(host)}, the book {printed}"
+        )
     else:
         np.testing.assert_allclose(host, expected, **tolerance(dtype))
 
@@ -105,7 +113,9 @@ def assert_backprop_matches_numerical(net, x, t, backend, bias_scale, what=""):
     rng = np.random.default_rng(1)
     for key, value in net.params.items():
         if key.startswith("b"):
-            net.params[key] = value + on(backend, rng.normal(scale=bias_scale, size=tuple(value.shape)))
+            net.params[key] = value + on(
+                backend, rng.normal(scale=bias_scale, size=tuple(value.shape))
+            )
     net.gradient(x, t)  # draws the dropout masks...
     net.freeze_dropout()  # ...which both sides then share
     numerical = net.numerical_gradient(x, t)

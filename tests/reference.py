@@ -147,7 +147,9 @@ def im2col(x, fh, fw, stride=1, pad=0):
     col = np.zeros((N, C, fh, fw, oh, ow), dtype=x.dtype)
     for i in range(fh):
         for j in range(fw):
-            col[:, :, i, j, :, :] = img[:, :, i : i + stride * oh : stride, j : j + stride * ow : stride]
+            col[:, :, i, j, :, :] = img[
+                :, :, i : i + stride * oh : stride, j : j + stride * ow : stride
+            ]
     return col.transpose(0, 4, 5, 1, 2, 3).reshape(N * oh * ow, -1)
 
 
@@ -159,7 +161,9 @@ def col2im(col, shape, fh, fw, stride=1, pad=0):
     img = np.zeros((N, C, H + 2 * pad + stride - 1, W + 2 * pad + stride - 1), dtype=col.dtype)
     for i in range(fh):
         for j in range(fw):
-            img[:, :, i : i + stride * oh : stride, j : j + stride * ow : stride] += col[:, :, i, j, :, :]
+            img[:, :, i : i + stride * oh : stride, j : j + stride * ow : stride] += col[
+                :, :, i, j, :, :
+            ]
     return img[:, :, pad : H + pad, pad : W + pad]
 
 
@@ -201,7 +205,10 @@ class Convolution:
     def forward(self, x):
         FN, C, FH, FW = self.W.shape
         N, _, H, Wd = x.shape
-        oh, ow = (H + 2 * self.pad - FH) // self.stride + 1, (Wd + 2 * self.pad - FW) // self.stride + 1
+        oh, ow = (
+            (H + 2 * self.pad - FH) // self.stride + 1,
+            (Wd + 2 * self.pad - FW) // self.stride + 1,
+        )
         self.x, self.col = x, im2col(x, FH, FW, self.stride, self.pad)
         self.col_W = self.W.reshape(FN, -1).T
         return (self.col @ self.col_W + self.b).reshape(N, oh, ow, -1).transpose(0, 3, 1, 2)
@@ -222,7 +229,10 @@ class Pooling:
 
     def forward(self, x):
         N, C, H, W = x.shape
-        oh, ow = (H + 2 * self.pad - self.ph) // self.stride + 1, (W + 2 * self.pad - self.pw) // self.stride + 1
+        oh, ow = (
+            (H + 2 * self.pad - self.ph) // self.stride + 1,
+            (W + 2 * self.pad - self.pw) // self.stride + 1,
+        )
         col = im2col(x, self.ph, self.pw, self.stride, self.pad).reshape(-1, self.ph * self.pw)
         self.x, self.arg_max = x, np.argmax(col, axis=1)
         return col.max(axis=1).reshape(N, oh, ow, C).transpose(0, 3, 1, 2)

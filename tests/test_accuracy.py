@@ -29,8 +29,18 @@ def test_multi_layer_net_with_adam(mnist):
     (x_train, t_train), (x_test, t_test) = mnist
     with pn.use_backend("numpy"):
         network = pn.MultiLayerNet(784, [256, 128], 10, seed=0)
-    trainer = pn.Trainer(network, x_train, t_train, x_test, t_test, epochs=10, optimizer="adam",
-                         optimizer_param={"lr": 0.001}, verbose=False, seed=0)
+    trainer = pn.Trainer(
+        network,
+        x_train,
+        t_train,
+        x_test,
+        t_test,
+        epochs=10,
+        optimizer="adam",
+        optimizer_param={"lr": 0.001},
+        verbose=False,
+        seed=0,
+    )
     trainer.train()
     print(f"MultiLayerNet: test accuracy per epoch {trainer.test_acc_list}")
     assert trainer.test_acc_list[-1] >= 0.98

@@ -16,7 +16,9 @@ from tests.helpers import assert_like
 
 
 def test_unknown_backend_names_the_value_and_the_choices():
-    with pytest.raises(ValueError, match=r"'tensorflow'.*numpy, cupy, torch, jax, array_api_strict"):
+    with pytest.raises(
+        ValueError, match=r"'tensorflow'.*numpy, cupy, torch, jax, array_api_strict"
+    ):
         pn.set_backend("tensorflow")
 
 
@@ -33,21 +35,31 @@ def test_environment_selects_backend_and_dtype(monkeypatch):
     monkeypatch.setenv("PORTNET_DTYPE", "float64")
     monkeypatch.setattr(backends, "_active", None)
     info = pn.backend_info()
-    assert (info["backend"], info["device"], info["dtype"]) == ("array_api_strict", "array_api_strict.Device('device1')", "float64")
+    assert (info["backend"], info["device"], info["dtype"]) == (
+        "array_api_strict",
+        "array_api_strict.Device('device1')",
+        "float64",
+    )
     assert "array_api_strict" in info["versions"]
 
 
 def test_missing_library_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "cupy", None)  # makes `import cupy` fail
-    with pytest.raises(pn.BackendUnavailableError, match=r"'cupy'.*not installed.*pip install 'cupy-cuda12x\[ctk\]'.*"
-                       r"from portnet's source directory pip install '\.\[cuda12\]'"):
+    with pytest.raises(
+        pn.BackendUnavailableError,
+        match=r"'cupy'.*not installed.*pip install 'cupy-cuda12x\[ctk\]'.*"
+        r"from portnet's source directory pip install '\.\[cuda12\]'",
+    ):
         pn.set_backend("cupy")
 
 
 def test_invisible_cuda_device_is_an_error(monkeypatch):
     torch = pytest.importorskip("torch")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(pn.BackendUnavailableError, match=r"'cuda:0' is not visible: 0 usable NVIDIA GPU.*the CPU backends are numpy"):
+    with pytest.raises(
+        pn.BackendUnavailableError,
+        match=r"'cuda:0' is not visible: 0 usable NVIDIA GPU.*the CPU backends are numpy",
+    ):
         pn.set_backend("torch", "cuda:0")
 
 
@@ -57,7 +69,9 @@ def test_torch_device_is_what_its_tensors_report():
     with pn.use_backend("torch", "cpu:0") as b:
         x = pn.asarray([1.0, 2.0])
         assert b.device == x.device == torch.device("cpu")
-        assert pn.asarray(x) is x or pn.asarray(x).data_ptr() == x.data_ptr()  # the same-device fast path
+        assert (
+            pn.asarray(x) is x or pn.asarray(x).data_ptr() == x.data_ptr()
+        )  # the same-device fast path
         assert_like(x, b, "float64", (2,))
 
 
@@ -155,8 +169,11 @@ def test_cupy_device_is_current_while_its_backend_is_active(monkeypatch):
     fake.cuda = type(sys)("cupy.cuda")
     fake.cuda.Device = _FakeGpu
     monkeypatch.setitem(sys.modules, "cupy", fake)
-    monkeypatch.setattr(backends, "make_backend",
-                        lambda name, device=None, dtype=None: backends.Backend(name, None, _FakeGpu(device), None))
+    monkeypatch.setattr(
+        backends,
+        "make_backend",
+        lambda name, device=None, dtype=None: backends.Backend(name, None, _FakeGpu(device), None),
+    )
     monkeypatch.setattr(backends, "_active", None)
     _FakeGpu.current = 0
     with pn.use_backend("cupy", 1):
@@ -179,19 +196,26 @@ def test_cupy_without_its_cuda_libraries_says_what_to_install():
 
     lib.arange = missing
     lib.float32 = "float32"
-    with pytest.raises(pn.BackendUnavailableError, match=r"cannot compute on GPU 1.*libnvrtc.*pip install 'cupy-cuda12x\[ctk\]'"):
+    with pytest.raises(
+        pn.BackendUnavailableError,
+        match=r"cannot compute on GPU 1.*libnvrtc.*pip install 'cupy-cuda12x\[ctk\]'",
+    ):
         cupy_adapter._probe(lib, _FakeGpu(1))
 
 
 def _threads_after_selecting(backend_name, setup="", env=None):
     """In a fresh process: select ``backend_name`` (after ``setup``), then report the BLAS threads
     threadpoolctl sees and torch's intra-op threads."""
-    code = (f"import json, portnet.threads as th; {setup}\nimport portnet as pn; pn.set_backend({backend_name!r}); "
-            "from threadpoolctl import threadpool_info; import sys; t = sys.modules.get('torch'); "
-            "print(json.dumps({'blas': [i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'], "
-            "'torch': t.get_num_threads() if t else None, 'fitted': th._fitted}))")
+    code = (
+        f"import json, portnet.threads as th; {setup}\nimport portnet as pn; pn.set_backend({backend_name!r}); "
+        "from threadpoolctl import threadpool_info; import sys; t = sys.modules.get('torch'); "
+        "print(json.dumps({'blas': [i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'], "
+        "'torch': t.get_num_threads() if t else None, 'fitted': th._fitted}))"
+    )
     env = {k: v for k, v in os.environ.items() if k != "PORTNET_THREADS"} | (env or {})
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -203,11 +227,15 @@ def test_selecting_a_cpu_backend_fits_the_threads_to_the_free_cores(name):
     pytest.importorskip("threadpoolctl")
     if name == "torch":
         pytest.importorskip("torch")
-    busy = _threads_after_selecting(name, "th.usable_cores = lambda: 2; th.busy_cores = lambda: 1.0")
+    busy = _threads_after_selecting(
+        name, "th.usable_cores = lambda: 2; th.busy_cores = lambda: 1.0"
+    )
     assert busy["fitted"] == {name: 1} and set(busy["blas"]) == {1}
     if name == "torch":
         assert busy["torch"] == 1
-    quiet = _threads_after_selecting(name, "th.usable_cores = lambda: 2; th.busy_cores = lambda: 0.1")
+    quiet = _threads_after_selecting(
+        name, "th.usable_cores = lambda: 2; th.busy_cores = lambda: 0.1"
+    )
     assert quiet["fitted"] == {name: None}
     fixed = _threads_after_selecting(name, env={"PORTNET_THREADS": "1"})
     assert fixed["fitted"] == {name: 1} and set(fixed["blas"]) == {1}
@@ -231,5 +259,7 @@ def test_busy_cores_counts_another_program():
 def test_portnet_threads_must_be_a_number():
     from portnet import threads
 
-    with pytest.raises(pn.InputError, match=r"threads 'many': expected 'auto' or a positive number"):
+    with pytest.raises(
+        pn.InputError, match=r"threads 'many': expected 'auto' or a positive number"
+    ):
         threads.fit_threads("numpy", "many")

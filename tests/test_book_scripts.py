@@ -26,9 +26,17 @@ import pytest
 from tests import reference as ref
 
 ROOT = Path(__file__).resolve().parent.parent
-BOOK_CODE = Path(os.environ.get("PORTNET_BOOK_CODE")
-                 or next((p for p in (ROOT.parent / "shared" / "book-code", ROOT / "shared" / "book-code") if p.is_dir()),
-                         ROOT.parent / "shared" / "book-code"))
+BOOK_CODE = Path(
+    os.environ.get("PORTNET_BOOK_CODE")
+    or next(
+        (
+            p
+            for p in (ROOT.parent / "shared" / "book-code", ROOT / "shared" / "book-code")
+            if p.is_dir()
+        ),
+        ROOT.parent / "shared" / "book-code",
+    )
+)
 BOOK_STYLE = Path(__file__).resolve().parent / "book_style"
 
 #: The whole edit a reader makes: the book's package names to portnet's modules.
@@ -103,31 +111,62 @@ def run_script(script: str, tmp_path, mnist_dir, book_dir, source_dir=BOOK_CODE,
     if not source_dir.is_dir():
         pytest.skip(f"the book's scripts are not at {source_dir}; set PORTNET_BOOK_CODE")
     if "matplotlib" in (source_dir / script).read_text(encoding="utf-8"):
-        pytest.importorskip("matplotlib", reason=f"{script} plots with matplotlib, which is not installed")
+        pytest.importorskip(
+            "matplotlib", reason=f"{script} plots with matplotlib, which is not installed"
+        )
     chapter = tmp_path / Path(script).parent.name
     chapter.mkdir(parents=True, exist_ok=True)
     for module in (source_dir / script).parent.glob("*.py"):
         name = f"{Path(script).parent.name}/{module.name}"
-        (chapter / module.name).write_text(rewrite(module.read_text(encoding="utf-8"), name), encoding="utf-8")
+        (chapter / module.name).write_text(
+            rewrite(module.read_text(encoding="utf-8"), name), encoding="utf-8"
+        )
     for weights in ("sample_weight.pkl", "simple_convnet_params.pkl", "deep_convnet_params.pkl"):
         shutil.copy(book_dir / weights, chapter / weights)
     plotted = tmp_path / "plotted.json"
-    env = {**os.environ, "MPLBACKEND": "Agg", "PORTNET_DATA_DIR": str(mnist_dir), "PYTHONPATH": str(ROOT),
-           "PORTNET_BACKEND": "numpy", "PORTNET_DTYPE": "float64", **(env or {})}
+    env = {
+        **os.environ,
+        "MPLBACKEND": "Agg",
+        "PORTNET_DATA_DIR": str(mnist_dir),
+        "PYTHONPATH": str(ROOT),
+        "PORTNET_BACKEND": "numpy",
+        "PORTNET_DTYPE": "float64",
+        **(env or {}),
+    }
     env.pop("PORTNET_DEVICE", None)
-    out = subprocess.run([sys.executable, "-c", RUNNER, str(chapter / Path(script).name), str(plotted)],
-                         cwd=chapter, capture_output=True, text=True, env=env, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-c", RUNNER, str(chapter / Path(script).name), str(plotted)],
+        cwd=chapter,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert out.returncode == 0, f"{script} failed:\n{out.stderr[-3000:]}"
     assert "Traceback" not in out.stderr
     return out.stdout, json.loads(plotted.read_text())
 
 
 CHAPTER_MODULES = {"ch04/two_layer_net.py", "ch05/two_layer_net.py", "ch05/layer_naive.py"}
-ALL_SCRIPTS = sorted(str(p.relative_to(BOOK_CODE)) for p in BOOK_CODE.glob("ch0*/*.py")) if BOOK_CODE.is_dir() else []
+ALL_SCRIPTS = (
+    sorted(str(p.relative_to(BOOK_CODE)) for p in BOOK_CODE.glob("ch0*/*.py"))
+    if BOOK_CODE.is_dir()
+    else []
+)
 SCRIPTS = [s for s in ALL_SCRIPTS if s not in CHAPTER_MODULES] or [
-    pytest.param("(none)", marks=pytest.mark.skip(reason=f"the book's scripts are not at {BOOK_CODE}"
-                 + ("" if os.environ.get("PORTNET_BOOK_CODE") else " nor in shared/book-code inside the checkout")
-                 + "; set PORTNET_BOOK_CODE"))]
+    pytest.param(
+        "(none)",
+        marks=pytest.mark.skip(
+            reason=f"the book's scripts are not at {BOOK_CODE}"
+            + (
+                ""
+                if os.environ.get("PORTNET_BOOK_CODE")
+                else " nor in shared/book-code inside the checkout"
+            )
+            + "; set PORTNET_BOOK_CODE"
+        ),
+    )
+]
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -164,7 +203,9 @@ def _gradient_simplenet(stdout, plotted):
     x, t = np.array([0.6, 0.9]), np.array([0, 0, 1])
     y = ref.softmax(x @ W)
     exact = np.outer(x, y - t) * y[2] / (y[2] + 1e-7)
-    printed = np.array([float(v) for v in stdout.replace("[", " ").replace("]", " ").split()]).reshape(2, 3)
+    printed = np.array(
+        [float(v) for v in stdout.replace("[", " ").replace("]", " ").split()]
+    ).reshape(2, 3)
     np.testing.assert_allclose(printed, exact, rtol=0, atol=1e-8)
     assert np.abs(printed).max() > 0.05, "not the all-zero dW of a perturbation f never saw"
 
@@ -173,7 +214,11 @@ def _gradient_check(stdout, plotted, limits=None):
     """Mean |backprop - numerical| per parameter below 1e-6 (float64), or the given limit. Where a
     ReLU input is exactly 0 (on the kink) a central difference measures half the slope: the
     book's own code prints the same large difference there."""
-    diffs = {line.split(":")[0].strip(): float(line.split(":")[1]) for line in stdout.splitlines() if ":" in line}
+    diffs = {
+        line.split(":")[0].strip(): float(line.split(":")[1])
+        for line in stdout.splitlines()
+        if ":" in line
+    }
     assert diffs and set(diffs) >= {"W1", "b1", "W2", "b2"}, stdout
     for key, diff in diffs.items():
         assert 0 <= diff < (limits or {}).get(key, 1e-6), f"{key}: {diff}"
@@ -184,8 +229,14 @@ def _buy_apple(stdout, plotted):
 
 
 def _buy_apple_orange(stdout, plotted):
-    assert stdout.splitlines() == ["price: 715", "dApple: 2.2", "dApple_num: 110", "dOrange: 3.3000000000000003",
-                                   "dOrange_num: 165", "dTax: 650"]
+    assert stdout.splitlines() == [
+        "price: 715",
+        "dApple: 2.2",
+        "dApple_num: 110",
+        "dOrange: 3.3000000000000003",
+        "dOrange_num: 165",
+        "dTax: 650",
+    ]
 
 
 def _demo(names):
@@ -201,7 +252,9 @@ def _demo(names):
             for _ in range(30):
                 expected.append((params["x"], params["y"]))
                 optimizer.update(params, {"x": params["x"] / 10.0, "y": 2.0 * params["y"]})
-            np.testing.assert_array_equal(np.array([xs, ys]).T, np.array(expected, dtype=float), err_msg=name)
+            np.testing.assert_array_equal(
+                np.array([xs, ys]).T, np.array(expected, dtype=float), err_msg=name
+            )
 
     return check
 
@@ -227,10 +280,16 @@ CHECKS = {
     "ch05/gradient_check.py": _gradient_check,
     "ch05/buy_apple.py": _buy_apple,
     "ch05/buy_apple_orange.py": _buy_apple_orange,
-    "ch05/train_neuralnet.py": lambda stdout, plotted: _learned(stdout.splitlines()[-1].split(), 0.85),
-    "ch04/train_neuralnet_2.py": lambda stdout, plotted: _learned(stdout.splitlines()[-1].split("|")[1].split(","), 0.05),
+    "ch05/train_neuralnet.py": lambda stdout, plotted: _learned(
+        stdout.splitlines()[-1].split(), 0.85
+    ),
+    "ch04/train_neuralnet_2.py": lambda stdout, plotted: _learned(
+        stdout.splitlines()[-1].split("|")[1].split(","), 0.05
+    ),
     # one sample through batch normalization: its output is beta, which starts at 0, on the kink
-    "ch06/batch_norm_gradient_check.py": lambda stdout, plotted: _gradient_check(stdout, plotted, {"beta2": 0.1}),
+    "ch06/batch_norm_gradient_check.py": lambda stdout, plotted: _gradient_check(
+        stdout, plotted, {"beta2": 0.1}
+    ),
     "ch06/optimizer_compare_naive.py": _demo(["SGD", "Momentum", "AdaGrad", "Adam"]),
     "ch06/show_optimizer_sgd.py": _demo(["SGD"]),
     "ch06/show_optimizer_momentum.py": _demo(["Momentum"]),
@@ -251,7 +310,14 @@ BOOK_STYLE_SCRIPTS = {
 @pytest.mark.parametrize("script", BOOK_STYLE_SCRIPTS)
 def test_book_style_convnet_scripts(script, tmp_path, mnist_dir, book_dir):
     """The book's networks compute in float64 (NumPy's default): PORTNET_DTYPE=float64 gives its digits."""
-    stdout, _ = run_script(script, tmp_path, mnist_dir, book_dir, source_dir=BOOK_STYLE, env={"PORTNET_DTYPE": "float64"})
+    stdout, _ = run_script(
+        script,
+        tmp_path,
+        mnist_dir,
+        book_dir,
+        source_dir=BOOK_STYLE,
+        env={"PORTNET_DTYPE": "float64"},
+    )
     expected = BOOK_STYLE_SCRIPTS[script]
     if expected is not None:
         assert stdout.strip().splitlines()[-1] == expected

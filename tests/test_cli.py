@@ -12,22 +12,45 @@ from portnet import cli
 def run(*args, env_extra=None):
     """``python -m portnet ARGS`` in a subprocess, as a user would run it."""
     env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "portnet", *args], capture_output=True, text=True, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "portnet", *args], capture_output=True, text=True, env=env
+    )
 
 
 def test_train_save_plot_evaluate(mnist_dir, tmp_path):
     pytest.importorskip("matplotlib")
     ckpt, png = tmp_path / "net.npz", tmp_path / "curve.png"
-    out = run("train", "--model", "two-layer", "--hidden", "30", "--optimizer", "sgd", "--epochs", "2",
-              "--data-dir", str(mnist_dir), "--save", str(ckpt), "--plot", str(png), "--threads", "1")
+    out = run(
+        "train",
+        "--model",
+        "two-layer",
+        "--hidden",
+        "30",
+        "--optimizer",
+        "sgd",
+        "--epochs",
+        "2",
+        "--data-dir",
+        str(mnist_dir),
+        "--save",
+        str(ckpt),
+        "--plot",
+        str(png),
+        "--threads",
+        "1",
+    )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0].startswith("portnet: TwoLayerNet(784-30-10, float32, device=cpu) on mnist (60000 train, 10000 test), sgd lr=0.1")
+    assert lines[0].startswith(
+        "portnet: TwoLayerNet(784-30-10, float32, device=cpu) on mnist (60000 train, 10000 test), sgd lr=0.1"
+    )
     assert lines[1].startswith("epoch   1/2: train acc") and lines[2].startswith("epoch   2/2")
     accuracy = float(lines[3].split("test accuracy ")[1].split(",")[0])
     assert accuracy > 0.9
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    evaluated = run("evaluate", str(ckpt), "--backend", "array_api_strict", "--data-dir", str(mnist_dir))
+    evaluated = run(
+        "evaluate", str(ckpt), "--backend", "array_api_strict", "--data-dir", str(mnist_dir)
+    )
     assert evaluated.returncode == 0, evaluated.stderr
     assert f"test accuracy {accuracy:.4f}" in evaluated.stdout
 
@@ -36,10 +59,26 @@ def test_train_save_plot_evaluate(mnist_dir, tmp_path):
 def test_train_a_convnet_and_evaluate_it(mnist_dir, tmp_path, backend_name):
     pytest.importorskip(backend_name)
     ckpt = tmp_path / "conv.npz"
-    out = run("train", "--model", "simple-conv", "--epochs", "1", "--limit", "500", "--backend", backend_name,
-              "--data-dir", str(mnist_dir), "--save", str(ckpt))
+    out = run(
+        "train",
+        "--model",
+        "simple-conv",
+        "--epochs",
+        "1",
+        "--limit",
+        "500",
+        "--backend",
+        backend_name,
+        "--data-dir",
+        str(mnist_dir),
+        "--save",
+        str(ckpt),
+    )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith(f"portnet: SimpleConvNet(1x28x28, float32, device=") and "1 epoch of 5 steps" in out.stdout
+    assert (
+        out.stdout.startswith("portnet: SimpleConvNet(1x28x28, float32, device=")
+        and "1 epoch of 5 steps" in out.stdout
+    )
     assert "epoch   1/1" in out.stdout and "test acc 0." in out.stdout
     # --limit: a quick check evaluates the first N images of each set too, and says so
     assert out.stdout.count("(first 500 test images)") == 2, out.stdout
@@ -54,7 +93,9 @@ def test_existing_files_are_not_overwritten(mnist_dir, tmp_path):
     existing.write_bytes(b"mine")
     out = run("train", "--save", str(existing), "--data-dir", str(mnist_dir))
     assert out.returncode == 1
-    assert out.stderr.strip() == f"portnet: error: {existing} exists; pass --overwrite to replace it"
+    assert (
+        out.stderr.strip() == f"portnet: error: {existing} exists; pass --overwrite to replace it"
+    )
     assert existing.read_bytes() == b"mine"
 
 
@@ -78,7 +119,12 @@ def test_bad_usage_is_one_line_and_exit_2(args, message, capsys):
 
 
 def test_two_layer_takes_one_hidden_size(capsys, mnist_dir):
-    assert cli.main(["train", "--model", "two-layer", "--hidden", "50,50", "--data-dir", str(mnist_dir)]) == 1
+    assert (
+        cli.main(
+            ["train", "--model", "two-layer", "--hidden", "50,50", "--data-dir", str(mnist_dir)]
+        )
+        == 1
+    )
     assert "--model two-layer takes one hidden size" in capsys.readouterr().err
 
 
@@ -86,7 +132,10 @@ def test_missing_backend_is_one_line_exit_1(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "cupy", None)  # as on a machine without CuPy
     assert cli.main(["train", "--backend", "cupy"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("portnet: error: backend 'cupy' needs the library 'cupy'") and len(err.splitlines()) == 1
+    assert (
+        err.startswith("portnet: error: backend 'cupy' needs the library 'cupy'")
+        and len(err.splitlines()) == 1
+    )
 
 
 def test_damaged_dataset_is_one_line_exit_1(mnist_dir, tmp_path):
@@ -96,9 +145,13 @@ def test_damaged_dataset_is_one_line_exit_1(mnist_dir, tmp_path):
         (data / f.name).write_bytes(f.read_bytes())
     labels = data / "t10k-labels-idx1-ubyte.gz"
     labels.write_bytes(labels.read_bytes()[:100])
-    out = run("train", "--data-dir", str(data), env_extra={"PORTNET_CACHE_DIR": str(tmp_path / "c")})
+    out = run(
+        "train", "--data-dir", str(data), env_extra={"PORTNET_CACHE_DIR": str(tmp_path / "c")}
+    )
     assert out.returncode == 1 and "Traceback" not in out.stderr
-    assert out.stderr.startswith(f"portnet: error: {labels}: the gzip stream is corrupted or truncated")
+    assert out.stderr.startswith(
+        f"portnet: error: {labels}: the gzip stream is corrupted or truncated"
+    )
     missing = run("evaluate", str(tmp_path / "missing.npz"))
     assert missing.returncode == 1 and "no checkpoint at" in missing.stderr
 
@@ -113,23 +166,60 @@ def test_info_lists_every_backend():
 
 def test_version():
     out = run("--version")
-    assert out.returncode == 0 and out.stdout.strip() == f"portnet {__import__('portnet').__version__}"
+    assert (
+        out.returncode == 0 and out.stdout.strip() == f"portnet {__import__('portnet').__version__}"
+    )
 
 
-def test_evaluate_reads_the_books_weights_in_the_dtype_asked(book_dir, mnist_dir, monkeypatch, capsys):
+def test_evaluate_reads_the_books_weights_in_the_dtype_asked(
+    book_dir, mnist_dir, monkeypatch, capsys
+):
     """The book's pickles with their network named; --dtype honoured; only the test set read."""
     from portnet import datasets
 
     read = []
     original = datasets._array
-    monkeypatch.setattr(datasets, "_array", lambda spec, base, *a: read.append(base) or original(spec, base, *a))
-    assert cli.main(["evaluate", str(book_dir / "simple_convnet_params.pkl"), "--model", "simple-conv",
-                     "--dtype", "float64", "--data-dir", str(mnist_dir)]) == 0
+    monkeypatch.setattr(
+        datasets, "_array", lambda spec, base, *a: read.append(base) or original(spec, base, *a)
+    )
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                str(book_dir / "simple_convnet_params.pkl"),
+                "--model",
+                "simple-conv",
+                "--dtype",
+                "float64",
+                "--data-dir",
+                str(mnist_dir),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
-    assert "SimpleConvNet(1x28x28, float64," in out and "test accuracy 0.9890 on mnist (10000 images)" in out
+    assert (
+        "SimpleConvNet(1x28x28, float64," in out
+        and "test accuracy 0.9890 on mnist (10000 images)" in out
+    )
     assert read == ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
-    assert cli.main(["evaluate", str(book_dir / "sample_weight.pkl"), "--model", "multi-layer", "--activation",
-                     "sigmoid", "--dtype", "float64", "--data-dir", str(mnist_dir)]) == 0
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                str(book_dir / "sample_weight.pkl"),
+                "--model",
+                "multi-layer",
+                "--activation",
+                "sigmoid",
+                "--dtype",
+                "float64",
+                "--data-dir",
+                str(mnist_dir),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "MultiLayerNet(784-50-100-10, float64," in out and "test accuracy 0.9352" in out
 
@@ -145,7 +235,21 @@ def test_evaluate_honours_dtype_for_a_checkpoint(tmp_path, mnist_dir, capsys):
 
     with pn.use_backend("numpy"):
         path = pn.save_checkpoint(pn.TwoLayerNet(784, 5, 10, seed=0), tmp_path / "net.npz")
-    assert cli.main(["evaluate", str(path), "--dtype", "float64", "--limit", "100", "--data-dir", str(mnist_dir)]) == 0
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                str(path),
+                "--dtype",
+                "float64",
+                "--limit",
+                "100",
+                "--data-dir",
+                str(mnist_dir),
+            ]
+        )
+        == 0
+    )
     assert "TwoLayerNet(784-5-10, float64," in capsys.readouterr().out
 
 
@@ -154,11 +258,31 @@ def test_host_draws_give_the_same_run_on_every_backend(mnist_dir):
     pytest.importorskip("torch")
     lines = []
     for name in ("numpy", "torch"):
-        out = run("train", "--backend", name, "--model", "two-layer", "--hidden", "20", "--epochs", "1",
-                  "--limit", "3000", "--random-source", "host", "--dtype", "float64", "--threads", "1",
-                  "--data-dir", str(mnist_dir))
+        out = run(
+            "train",
+            "--backend",
+            name,
+            "--model",
+            "two-layer",
+            "--hidden",
+            "20",
+            "--epochs",
+            "1",
+            "--limit",
+            "3000",
+            "--random-source",
+            "host",
+            "--dtype",
+            "float64",
+            "--threads",
+            "1",
+            "--data-dir",
+            str(mnist_dir),
+        )
         assert out.returncode == 0, out.stderr
-        lines.append(out.stdout.splitlines()[1].rsplit(",", 1)[0])  # the epoch line without its time
+        lines.append(
+            out.stdout.splitlines()[1].rsplit(",", 1)[0]
+        )  # the epoch line without its time
     assert lines[0] == lines[1]
 
 
@@ -166,14 +290,19 @@ def test_no_gpu_driver_says_so_and_names_the_cpu_backends(monkeypatch, capsys):
     import types
 
     def no_driver():
-        raise RuntimeError("cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA runtime version")
+        raise RuntimeError(
+            "cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA runtime version"
+        )
 
     fake = types.ModuleType("cupy")
     fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=no_driver))
     monkeypatch.setitem(sys.modules, "cupy", fake)
     assert cli.main(["train", "--backend", "cupy"]) == 1
     err = capsys.readouterr().err
-    assert "no usable GPU and driver are visible here" in err and "the CPU backends are numpy, torch" in err
+    assert (
+        "no usable GPU and driver are visible here" in err
+        and "the CPU backends are numpy, torch" in err
+    )
     assert len(err.splitlines()) == 1
 
 
@@ -187,14 +316,38 @@ def test_a_missing_data_directory_is_named_not_downloaded_into(tmp_path, capsys)
 
 def test_a_blown_up_run_prints_one_line_and_no_warning(mnist_dir):
     """NumPy's overflow warnings would come before the divergence error."""
-    out = run("train", "--optimizer", "sgd", "--lr", "1e3", "--limit", "2000", "--epochs", "1", "--data-dir", str(mnist_dir))
+    out = run(
+        "train",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "1e3",
+        "--limit",
+        "2000",
+        "--epochs",
+        "1",
+        "--data-dir",
+        str(mnist_dir),
+    )
     assert out.returncode == 1 and out.stderr.startswith("portnet: error: the loss is nan at step")
     assert len(out.stderr.strip().splitlines()) == 1 and "RuntimeWarning" not in out.stderr
 
 
 def test_progress_bar_only_on_a_terminal_unless_asked(mnist_dir):
     pytest.importorskip("tqdm")
-    args = ("train", "--model", "two-layer", "--hidden", "5", "--epochs", "1", "--limit", "500", "--data-dir", str(mnist_dir))
+    args = (
+        "train",
+        "--model",
+        "two-layer",
+        "--hidden",
+        "5",
+        "--epochs",
+        "1",
+        "--limit",
+        "500",
+        "--data-dir",
+        str(mnist_dir),
+    )
     quiet = run(*args)
     assert quiet.returncode == 0 and "\r" not in quiet.stderr and "training" not in quiet.stderr
     shown = run(*args, "--progress")

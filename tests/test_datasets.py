@@ -26,7 +26,9 @@ def test_book_signature_and_shapes(backend, mnist_dir):
     assert_like(t_train, backend, "int64", (60000,))
     assert_like(x_test, backend, "float32", (10000, 784))
     assert pn.to_numpy(t_train[:10]).tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
-    (x, t), _ = pn.load_mnist(normalize=False, flatten=False, one_hot_label=True, data_dir=mnist_dir)
+    (x, t), _ = pn.load_mnist(
+        normalize=False, flatten=False, one_hot_label=True, data_dir=mnist_dir
+    )
     assert_like(x, backend, "uint8", (60000, 1, 28, 28))
     assert_like(t, backend, "float32", (60000, 10))
     assert pn.to_numpy(t[0, ...]).tolist() == [0, 0, 0, 0, 0, 1, 0, 0, 0, 0]
@@ -79,8 +81,14 @@ def test_raw_uncompressed_files_are_read(mnist_dir, tmp_path):
     [
         (lambda b: b[: len(b) // 2], "gzip stream is corrupted or truncated"),
         (lambda b: gzip.compress(gzip.decompress(b)[:-100]), "truncated or padded"),
-        (lambda b: gzip.compress(b"\x00\x00\x08\x01" + gzip.decompress(b)[4:]), "magic number 2049, expected 2051"),
-        (lambda b: gzip.compress(_flip_last_pixel(gzip.decompress(b))), "SHA-256 of its content is"),
+        (
+            lambda b: gzip.compress(b"\x00\x00\x08\x01" + gzip.decompress(b)[4:]),
+            "magic number 2049, expected 2051",
+        ),
+        (
+            lambda b: gzip.compress(_flip_last_pixel(gzip.decompress(b))),
+            "SHA-256 of its content is",
+        ),
     ],
     ids=["truncated-gzip", "truncated-payload", "wrong-magic", "one-pixel-changed"],
 )
@@ -103,7 +111,9 @@ def _flip_last_pixel(raw: bytes) -> bytes:
 def test_offline_with_nothing_cached_says_where_to_put_the_files(tmp_path, monkeypatch):
     monkeypatch.delenv("PORTNET_DATA_DIR", raising=False)
     monkeypatch.setenv("PORTNET_CACHE_DIR", str(tmp_path))
-    with pytest.raises(pn.DatasetError, match=r"put the four files in .*mnist.*train-images-idx3-ubyte.gz"):
+    with pytest.raises(
+        pn.DatasetError, match=r"put the four files in .*mnist.*train-images-idx3-ubyte.gz"
+    ):
         pn.load_mnist(download=False)
 
 
@@ -136,13 +146,18 @@ def test_download_tries_mirrors_verifies_and_writes_atomically(mnist_dir, tmp_pa
     monkeypatch.setenv("PORTNET_CACHE_DIR", str(cache))
     monkeypatch.setattr(datasets, "_memo", {})
     with _serve(bad) as bad_url, _serve(good) as good_url:
-        spec = datasets.MNIST.__class__(**{**datasets.MNIST.__dict__, "mirrors": (bad_url, good_url)})
+        spec = datasets.MNIST.__class__(
+            **{**datasets.MNIST.__dict__, "mirrors": (bad_url, good_url)}
+        )
         monkeypatch.setattr(datasets, "MNIST", spec)
         with pn.use_backend("numpy"):
             (x, t), _ = pn.load_mnist(normalize=False)
     for base in FILES:
         downloaded = cache / "mnist" / (base + ".gz")
-        assert hashlib.sha256(gzip.decompress(downloaded.read_bytes())).hexdigest() == spec.sha256[base]
+        assert (
+            hashlib.sha256(gzip.decompress(downloaded.read_bytes())).hexdigest()
+            == spec.sha256[base]
+        )
     assert not list((cache / "mnist").glob("*.part")), "no temporary file is left behind"
     assert t[:3].tolist() == [5, 0, 4]
 
@@ -151,9 +166,14 @@ def test_download_failure_lists_each_mirror(tmp_path, monkeypatch):
     monkeypatch.delenv("PORTNET_DATA_DIR", raising=False)
     monkeypatch.setenv("PORTNET_CACHE_DIR", str(tmp_path))
     with _serve(tmp_path) as empty_url:
-        spec = datasets.MNIST.__class__(**{**datasets.MNIST.__dict__, "mirrors": (empty_url, empty_url + "other/")})
+        spec = datasets.MNIST.__class__(
+            **{**datasets.MNIST.__dict__, "mirrors": (empty_url, empty_url + "other/")}
+        )
         monkeypatch.setattr(datasets, "MNIST", spec)
-        with pytest.raises(pn.DatasetError, match=r"could not download .* from any mirror .*HTTP 404.*other/.*HTTP 404.*put the four files in"):
+        with pytest.raises(
+            pn.DatasetError,
+            match=r"could not download .* from any mirror .*HTTP 404.*other/.*HTTP 404.*put the four files in",
+        ):
             pn.load_mnist()
     assert not list(tmp_path.rglob("*.gz")), "nothing half-written"
 

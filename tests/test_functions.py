@@ -87,10 +87,16 @@ def test_mean_squared_error(backend, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_cross_entropy_error(backend, dtype):
     t = on(backend, T_ONE_HOT)
-    assert_close(pn.cross_entropy_error(on(backend, Y_GOOD, dtype), t), 0.510825457099338, backend, dtype)
-    assert_close(pn.cross_entropy_error(on(backend, Y_BAD, dtype), t), 2.302584092994546, backend, dtype)
+    assert_close(
+        pn.cross_entropy_error(on(backend, Y_GOOD, dtype), t), 0.510825457099338, backend, dtype
+    )
+    assert_close(
+        pn.cross_entropy_error(on(backend, Y_BAD, dtype), t), 2.302584092994546, backend, dtype
+    )
     label = on(backend, 2)
-    assert_close(pn.cross_entropy_error(on(backend, Y_GOOD, dtype), label), 0.510825457099338, backend, dtype)
+    assert_close(
+        pn.cross_entropy_error(on(backend, Y_GOOD, dtype), label), 0.510825457099338, backend, dtype
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -108,7 +114,9 @@ def test_softmax_classifier(backend, dtype):
 def test_argmax_of_softmax_is_argmax(backend):
     a = np.random.default_rng(0).normal(scale=10.0, size=(64, 10))
     xp = backend.xp
-    assert np.array_equal(pn.to_numpy(xp.argmax(pn.softmax(on(backend, a)), axis=-1)), a.argmax(axis=-1))
+    assert np.array_equal(
+        pn.to_numpy(xp.argmax(pn.softmax(on(backend, a)), axis=-1)), a.argmax(axis=-1)
+    )
 
 
 # --------------------------------------------------------------------------- parity with NumPy float64
@@ -142,7 +150,15 @@ def _inputs(shape, seed=0):
     return x
 
 
-ELEMENTWISE = ["identity_function", "step_function", "sigmoid", "sigmoid_grad", "relu", "relu_grad", "softmax"]
+ELEMENTWISE = [
+    "identity_function",
+    "step_function",
+    "sigmoid",
+    "sigmoid_grad",
+    "relu",
+    "relu_grad",
+    "softmax",
+]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -171,9 +187,18 @@ def test_parity_losses(backend, batch, one_hot, dtype):
     assert_close(pn.cross_entropy_error(on(backend, y), on(backend, t)), expected, backend, dtype)
     t_hot = np.eye(10)[labels]
     expected_mse = 0.5 * np.sum((y.astype("float64") - t_hot) ** 2)
-    assert_close(pn.mean_squared_error(on(backend, y), on(backend, t_hot, dtype)), expected_mse, backend, dtype)
-    expected_sl = _reference("cross_entropy_error", _reference("softmax", logits.astype(dtype).astype("float64")), labels)
-    assert_close(pn.softmax_loss(on(backend, logits, dtype), on(backend, t)), expected_sl, backend, dtype)
+    assert_close(
+        pn.mean_squared_error(on(backend, y), on(backend, t_hot, dtype)),
+        expected_mse,
+        backend,
+        dtype,
+    )
+    expected_sl = _reference(
+        "cross_entropy_error", _reference("softmax", logits.astype(dtype).astype("float64")), labels
+    )
+    assert_close(
+        pn.softmax_loss(on(backend, logits, dtype), on(backend, t)), expected_sl, backend, dtype
+    )
 
 
 # --------------------------------------------------------------------------- metadata and errors

@@ -18,7 +18,9 @@ def _on_gpu(backend):
 
 def _gpu_only(backend):
     if not _on_gpu(backend):
-        pytest.skip(f"{backend.name} on {backend.device}: a GPU check (the CPU has no host-device boundary)")
+        pytest.skip(
+            f"{backend.name} on {backend.device}: a GPU check (the CPU has no host-device boundary)"
+        )
 
 
 class HostReadback(RuntimeError):
@@ -26,7 +28,16 @@ class HostReadback(RuntimeError):
 
 
 #: How an array_api_strict array reaches the host: Python scalars, NumPy and DLPack exports.
-_READBACKS = ("__bool__", "__int__", "__float__", "__index__", "__complex__", "__array__", "__buffer__", "__dlpack__")
+_READBACKS = (
+    "__bool__",
+    "__int__",
+    "__float__",
+    "__index__",
+    "__complex__",
+    "__array__",
+    "__buffer__",
+    "__dlpack__",
+)
 
 
 @contextlib.contextmanager
@@ -37,17 +48,23 @@ def no_host_readback():
     import array_api_strict
 
     array = type(array_api_strict.asarray(0))
-    saved = {name: array.__dict__[name] for name in (*_READBACKS, "to_device") if name in array.__dict__}
+    saved = {
+        name: array.__dict__[name] for name in (*_READBACKS, "to_device") if name in array.__dict__
+    }
 
     def refuse(name):
         def method(self, *args, **kwargs):
-            raise HostReadback(f"{name} read an array on {self.device} back to the host inside an audited block")
+            raise HostReadback(
+                f"{name} read an array on {self.device} back to the host inside an audited block"
+            )
 
         return method
 
     def to_device(self, device, /, stream=None):
         if device == array_api_strict.Device() and self.device != device:
-            raise HostReadback(f"to_device moved an array on {self.device} to the host inside an audited block")
+            raise HostReadback(
+                f"to_device moved an array on {self.device} to the host inside an audited block"
+            )
         return saved["to_device"](self, device, stream=stream)
 
     for name in saved:
@@ -61,9 +78,14 @@ def no_host_readback():
 
 def _audited(backend):
     """Where the audit can look: a GPU, or array_api_strict off its CPU device."""
-    if not (_on_gpu(backend) or (backend.name == "array_api_strict" and backend.device != backend.xp.Device())):
-        pytest.skip(f"{backend.name} on {backend.device}: no host-device boundary to audit "
-                    f"(array_api_strict's device1 stands in for a GPU)")
+    if not (
+        _on_gpu(backend)
+        or (backend.name == "array_api_strict" and backend.device != backend.xp.Device())
+    ):
+        pytest.skip(
+            f"{backend.name} on {backend.device}: no host-device boundary to audit "
+            f"(array_api_strict's device1 stands in for a GPU)"
+        )
 
 
 @contextlib.contextmanager
@@ -80,7 +102,9 @@ def _no_sync(backend):
         import cupyx
 
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"cupyx\.allow_synchronize")  # its deprecation notice
+            warnings.filterwarnings(
+                "ignore", message=r"cupyx\.allow_synchronize"
+            )  # its deprecation notice
             with cupyx.allow_synchronize(False):
                 warnings.simplefilter("error")  # e.g. a PerformanceWarning, an array on another GPU
                 yield
@@ -104,7 +128,9 @@ def test_the_stand_in_audit_refuses_a_read_back():
         for read in (float, bool, np.asarray, lambda a: a.to_device(array_api_strict.Device())):
             with pytest.raises(HostReadback):
                 read(loss)
-        assert loss.to_device(loss.device).device == loss.device  # staying on the device is no read-back
+        assert (
+            loss.to_device(loss.device).device == loss.device
+        )  # staying on the device is no read-back
     assert float(loss) == 1.5
 
 
@@ -122,8 +148,19 @@ def test_no_host_sync_inside_an_epoch(backend, mnist, model):
     else:
         net = pn.MultiLayerNet(784, [100, 100], 10, seed=0)
     t = pn.asarray(t_train[:n])
-    trainer = pn.Trainer(net, x, t, x[:200, ...], t[:200], epochs=1, optimizer="adam", optimizer_param={"lr": 0.001},
-                         verbose=False, loss_every=10**6, seed=0)
+    trainer = pn.Trainer(
+        net,
+        x,
+        t,
+        x[:200, ...],
+        t[:200],
+        epochs=1,
+        optimizer="adam",
+        optimizer_param={"lr": 0.001},
+        verbose=False,
+        loss_every=10**6,
+        seed=0,
+    )
     read_back = trainer._flush
     trainer._flush = lambda: None  # the one read-back, after the audited block
     with _no_sync(backend):
@@ -137,8 +174,18 @@ def test_full_mnist_on_the_device(backend, mnist):
     _gpu_only(backend)
     (x_train, t_train), (x_test, t_test) = mnist
     net = pn.MultiLayerNet(784, [100, 100], 10, seed=0)
-    trainer = pn.Trainer(net, pn.asarray(x_train), pn.asarray(t_train), pn.asarray(x_test), pn.asarray(t_test),
-                         epochs=1, optimizer="adam", optimizer_param={"lr": 0.001}, verbose=False, seed=0)
+    trainer = pn.Trainer(
+        net,
+        pn.asarray(x_train),
+        pn.asarray(t_train),
+        pn.asarray(x_test),
+        pn.asarray(t_test),
+        epochs=1,
+        optimizer="adam",
+        optimizer_param={"lr": 0.001},
+        verbose=False,
+        seed=0,
+    )
     trainer.train()
     assert trainer.test_acc_list[-1] >= 0.95, trainer.test_acc_list
 
@@ -159,8 +206,13 @@ def test_the_gpu_check_says_in_one_line_when_there_is_no_gpu():
         except pn.PortnetError:
             pass
     if usable:
-        pytest.skip(f"a GPU is usable here ({', '.join(usable)}): run benchmarks/gpu_check.py itself")
+        pytest.skip(
+            f"a GPU is usable here ({', '.join(usable)}): run benchmarks/gpu_check.py itself"
+        )
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 1 and out.stdout == ""
-    assert out.stderr.startswith("gpu_check: no usable GPU here (cupy: ") and len(out.stderr.strip().splitlines()) == 1
+    assert (
+        out.stderr.startswith("gpu_check: no usable GPU here (cupy: ")
+        and len(out.stderr.strip().splitlines()) == 1
+    )

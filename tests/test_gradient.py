@@ -19,13 +19,18 @@ def test_numerical_diff_book_values(backend):
         assert_close(pn.numerical_diff(function_1, on(backend, x)), expected, backend, "float64")
 
 
-@pytest.mark.parametrize("point, expected", [([3.0, 4.0], [6.0, 8.0]), ([0.0, 2.0], [0.0, 4.0]), ([3.0, 0.0], [6.0, 0.0])])
+@pytest.mark.parametrize(
+    "point, expected",
+    [([3.0, 4.0], [6.0, 8.0]), ([0.0, 2.0], [0.0, 4.0]), ([3.0, 0.0], [6.0, 0.0])],
+)
 def test_numerical_gradient_book_values(backend, point, expected):
     xp = backend.xp
     x = on(backend, point)
     grad = pn.numerical_gradient(lambda v: xp.sum(v**2), x)
     assert_close(grad, expected, backend, "float64", rtol=0, atol=1e-7)
-    assert_close(x, point, backend, "float64", rtol=0, atol=0)  # perturbed in place, restored exactly
+    assert_close(
+        x, point, backend, "float64", rtol=0, atol=0
+    )  # perturbed in place, restored exactly
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -36,7 +41,14 @@ def test_numerical_gradient_any_shape(backend, dtype):
     x = on(backend, x_np, dtype)
     grad = pn.numerical_gradient(lambda v: xp.sum(weights * v**2), x)
     tol = {"float64": 1e-6, "float32": 2e-1}[dtype]  # float32 central differences are coarse
-    assert_close(grad, 2 * np.arange(12.0).reshape(2, 3, 2) * x_np.astype(dtype), backend, dtype, rtol=0, atol=tol)
+    assert_close(
+        grad,
+        2 * np.arange(12.0).reshape(2, 3, 2) * x_np.astype(dtype),
+        backend,
+        dtype,
+        rtol=0,
+        atol=tol,
+    )
 
 
 def test_numerical_gradient_rejects_integers(backend):
@@ -73,7 +85,9 @@ class _SimpleNet:
         return pn.cross_entropy_error(pn.softmax(x @ self.W), t)
 
 
-@pytest.mark.skip_backends("jax", reason="immutable arrays: the book's idiom is an error there (the test below)")
+@pytest.mark.skip_backends(
+    "jax", reason="immutable arrays: the book's idiom is an error there (the test below)"
+)
 def test_the_books_idiom_perturbs_in_place_and_restores(backend):
     """``numerical_gradient(lambda W: net.loss(x, t), net.W)``: f ignores its argument and reads
     net.W. On arrays that can be written the perturbation is made there, as the book does, and
@@ -96,7 +110,9 @@ def test_the_books_idiom_is_an_error_on_immutable_arrays(backend):
     """There f never sees a perturbation: an error saying what to write, never a zero dW."""
     net = _SimpleNet(on(backend, np.random.default_rng(0).normal(size=(2, 3))))
     x, t = on(backend, [0.6, 0.9]), on(backend, [0.0, 0.0, 1.0])
-    with pytest.raises(pn.InputError, match=r"f must compute with its argument.*lambda W: net.loss\(x, t\)"):
+    with pytest.raises(
+        pn.InputError, match=r"f must compute with its argument.*lambda W: net.loss\(x, t\)"
+    ):
         pn.numerical_gradient(lambda W: net.loss(x, t), net.W)
 
 
@@ -122,4 +138,11 @@ def test_numerical_gradient_2d_rows(backend):
     X = on(backend, [[3.0, 4.0], [0.0, 2.0]])
     grad = numerical_gradient_2d(lambda v: xp.sum(v**2), X)
     assert_close(grad, [[6.0, 8.0], [0.0, 4.0]], backend, "float64", rtol=0, atol=1e-7)
-    assert_close(numerical_gradient_2d(lambda v: xp.sum(v**2), X[0, :]), [6.0, 8.0], backend, "float64", rtol=0, atol=1e-7)
+    assert_close(
+        numerical_gradient_2d(lambda v: xp.sum(v**2), X[0, :]),
+        [6.0, 8.0],
+        backend,
+        "float64",
+        rtol=0,
+        atol=1e-7,
+    )

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-import zipfile
 
 import numpy as np
 import pytest
@@ -30,7 +29,13 @@ LABELS = "t10k-labels-idx1-ubyte"
 
 def run(*args, env_extra=None):
     env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "portnet", *args], capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "portnet", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
 
 
 def one_line_error(out, expected):
@@ -43,7 +48,15 @@ def one_line_error(out, expected):
 @pytest.mark.parametrize("save, plot", [("out.npz", "out.npz"), ("out", "out.npz")])
 def test_save_and_plot_naming_one_file_is_refused_before_training(tmp_path, save, plot):
     pytest.importorskip("matplotlib")
-    out = run("train", "--save", str(tmp_path / save), "--plot", str(tmp_path / plot), "--data-dir", str(tmp_path))
+    out = run(
+        "train",
+        "--save",
+        str(tmp_path / save),
+        "--plot",
+        str(tmp_path / plot),
+        "--data-dir",
+        str(tmp_path),
+    )
     one_line_error(out, "--save and --plot both name")
     assert list(tmp_path.iterdir()) == []
 
@@ -63,7 +76,10 @@ def test_unwritable_or_impossible_places_are_refused_before_training(tmp_path):
     if os.geteuid() != 0:  # root writes anywhere
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
-        one_line_error(run("train", "--save", str(locked / "net.npz"), "--data-dir", str(tmp_path)), "no permission to write")
+        one_line_error(
+            run("train", "--save", str(locked / "net.npz"), "--data-dir", str(tmp_path)),
+            "no permission to write",
+        )
 
 
 def test_atomic_writes_leave_no_part_and_honour_the_umask(tmp_path):
@@ -79,7 +95,10 @@ def test_atomic_writes_leave_no_part_and_honour_the_umask(tmp_path):
     assert not stale.exists() and mine.exists()
     assert stat.S_IMODE((tmp_path / "net.npz").stat().st_mode) == 0o640
     with pytest.raises(KeyboardInterrupt):
-        pio.write_atomic(tmp_path / "other.npz", lambda f: (f.write(b"half"), (_ for _ in ()).throw(KeyboardInterrupt())))
+        pio.write_atomic(
+            tmp_path / "other.npz",
+            lambda f: (f.write(b"half"), (_ for _ in ()).throw(KeyboardInterrupt())),
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["net.npz", mine.name])
 
 
@@ -168,15 +187,26 @@ def only_mirrors(monkeypatch, tmp_path):
     return use
 
 
-@pytest.mark.parametrize("bad, reason", [
-    (_trickle, "no complete file within 2 s"),
-    (_endless, "more than the"),
-    (_ok(b"x", b"Content-Length: abc\r\n"), "a malformed Content-Length 'abc'"),
-    (lambda conn, stop: conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 999999999\r\n\r\n"), "more than the file can be"),
-    (lambda conn, stop: conn.sendall(b"NOT HTTP AT ALL\r\n\r\n"), "BadStatusLine"),
-    (_ok(_bomb(10)), "decompresses to more than"),
-], ids=["trickle", "endless", "bad-length", "huge-length", "bad-status", "gzip-bomb"])
-def test_a_misbehaving_mirror_is_abandoned_and_the_next_tried(bad, reason, mnist_dir, only_mirrors, tmp_path, caplog):
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        (_trickle, "no complete file within 2 s"),
+        (_endless, "more than the"),
+        (_ok(b"x", b"Content-Length: abc\r\n"), "a malformed Content-Length 'abc'"),
+        (
+            lambda conn, stop: conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 999999999\r\n\r\n"
+            ),
+            "more than the file can be",
+        ),
+        (lambda conn, stop: conn.sendall(b"NOT HTTP AT ALL\r\n\r\n"), "BadStatusLine"),
+        (_ok(_bomb(10)), "decompresses to more than"),
+    ],
+    ids=["trickle", "endless", "bad-length", "huge-length", "bad-status", "gzip-bomb"],
+)
+def test_a_misbehaving_mirror_is_abandoned_and_the_next_tried(
+    bad, reason, mnist_dir, only_mirrors, tmp_path, caplog
+):
     spec = only_mirrors()
     with serving(bad) as bad_url, serving(_ok(_good_labels(mnist_dir))) as good_url:
         only_mirrors(bad_url, good_url)
@@ -185,14 +215,20 @@ def test_a_misbehaving_mirror_is_abandoned_and_the_next_tried(bad, reason, mnist
         elapsed = time.monotonic() - start
     assert path.read_bytes() == _good_labels(mnist_dir)
     assert elapsed < 10, f"took {elapsed:.1f} s"
-    assert any(reason in record.getMessage() and bad_url in record.getMessage() for record in caplog.records), caplog.text
+    assert any(
+        reason in record.getMessage() and bad_url in record.getMessage()
+        for record in caplog.records
+    ), caplog.text
 
 
 def test_every_mirror_failing_is_one_error_naming_each(only_mirrors, tmp_path):
     spec = only_mirrors()
     with serving(_endless) as a, serving(lambda conn, stop: conn.sendall(b"garbage\r\n\r\n")) as b:
         only_mirrors(a, b)
-        with pytest.raises(pn.DatasetError, match=r"could not download .* from any mirror .*127\.0\.0\.1.*more than.*BadStatusLine"):
+        with pytest.raises(
+            pn.DatasetError,
+            match=r"could not download .* from any mirror .*127\.0\.0\.1.*more than.*BadStatusLine",
+        ):
             datasets._download(spec, LABELS, tmp_path / "cache" / "mnist", "here")
 
 
@@ -231,7 +267,11 @@ class _Huge:
         from numpy._core.multiarray import _reconstruct
 
         if self.in_state:  # a small array whose state then claims the huge shape
-            return _reconstruct, (np.ndarray, (0,), b"b"), (1, (10**12,), np.dtype("f8"), False, b"")
+            return (
+                _reconstruct,
+                (np.ndarray, (0,), b"b"),
+                (1, (10**12,), np.dtype("f8"), False, b""),
+            )
         return _reconstruct, (np.ndarray, (10**12,), b"b")
 
 
@@ -241,16 +281,23 @@ def test_a_tiny_pickle_cannot_ask_for_a_huge_array(tmp_path, in_state):
     path = tmp_path / "tiny.pkl"
     path.write_bytes(pickle.dumps({"W": _Huge(in_state)}, protocol=4))
     assert path.stat().st_size < 300
-    with pytest.raises(pn.UnsafePickleError, match="1,000,000,000,000 elements|does not match|exceeds the limit"):
+    with pytest.raises(
+        pn.UnsafePickleError, match="1,000,000,000,000 elements|does not match|exceeds the limit"
+    ):
         pn.read_pickled_arrays(path)
 
 
-@pytest.mark.parametrize("value", [np.zeros(3, dtype=[("a", "f8"), ("b", "i4")]), np.dtype(("f8", (1000, 1000)))],
-                         ids=["fields", "sub-array"])
+@pytest.mark.parametrize(
+    "value",
+    [np.zeros(3, dtype=[("a", "f8"), ("b", "i4")]), np.dtype(("f8", (1000, 1000)))],
+    ids=["fields", "sub-array"],
+)
 def test_dtypes_with_fields_or_sub_arrays_are_refused(tmp_path, value):
     path = tmp_path / "dtype.pkl"
     path.write_bytes(pickle.dumps({"W": value}))
-    with pytest.raises(pn.UnsafePickleError, match="fields or sub-arrays|not a plain numeric dtype"):
+    with pytest.raises(
+        pn.UnsafePickleError, match="fields or sub-arrays|not a plain numeric dtype"
+    ):
         pn.read_pickled_arrays(path)
 
 
@@ -261,28 +308,91 @@ def _checkpoint(path, meta, arrays):
     return path
 
 
-GOOD_META = {"format": 1, "dtype": "float32", "architecture": {"class": "TwoLayerNet", "input_size": 4, "hidden_size": 3,
-                                                                 "output_size": 2, "weight_init_std": 0.01}}
+GOOD_META = {
+    "format": 1,
+    "dtype": "float32",
+    "architecture": {
+        "class": "TwoLayerNet",
+        "input_size": 4,
+        "hidden_size": 3,
+        "output_size": 2,
+        "weight_init_std": 0.01,
+    },
+}
 
 
 def _params():
-    return {"param/W1": np.zeros((4, 3), np.float32), "param/b1": np.zeros(3, np.float32),
-            "param/W2": np.zeros((3, 2), np.float32), "param/b2": np.zeros(2, np.float32)}
+    return {
+        "param/W1": np.zeros((4, 3), np.float32),
+        "param/b1": np.zeros(3, np.float32),
+        "param/W2": np.zeros((3, 2), np.float32),
+        "param/b2": np.zeros(2, np.float32),
+    }
 
 
-@pytest.mark.parametrize("meta, arrays, message", [
-    ({**GOOD_META, "format": "1"}, None, "metadata 'format' is '1', expected int"),
-    ({**GOOD_META, "architecture": []}, None, "metadata 'architecture' is \\[\\], expected dict"),
-    ({**GOOD_META, "dtype": "complex128"}, None, "metadata dtype 'complex128'"),
-    ({**GOOD_META, "architecture": {**GOOD_META["architecture"], "class": "os.system"}}, None, "unknown architecture"),
-    ({**GOOD_META, "architecture": {"class": "MultiLayerNet", "input_size": 784, "hidden_size_list": [2_000_000] * 10,
-                                    "output_size": 10}}, None, "parameters .* portnet allows at most"),
-    ({**GOOD_META, "architecture": {**GOOD_META["architecture"], "hidden_size": "three"}}, None, "cannot be built"),
-    (GOOD_META, {"param/W1": np.zeros((4, 3), np.complex64)}, "holds complex64 values|unexpected member"),
-    (GOOD_META, {"param/W1": np.array(["a", "b"])}, "holds <U1 values"),
-    (GOOD_META, {"buffer/Affine1.W": np.zeros((4, 3), np.float32)}, "buffer 'Affine1.W' is not one this network defines"),
-    (GOOD_META, {"param/W1": np.zeros((5, 3), np.float32)}, r"W1 has shape \(5, 3\), the network needs \(4, 3\)"),
-], ids=["format-type", "architecture-type", "dtype", "class", "58-GiB", "size-type", "complex", "strings", "buffer-name", "shape"])
+@pytest.mark.parametrize(
+    "meta, arrays, message",
+    [
+        ({**GOOD_META, "format": "1"}, None, "metadata 'format' is '1', expected int"),
+        (
+            {**GOOD_META, "architecture": []},
+            None,
+            "metadata 'architecture' is \\[\\], expected dict",
+        ),
+        ({**GOOD_META, "dtype": "complex128"}, None, "metadata dtype 'complex128'"),
+        (
+            {**GOOD_META, "architecture": {**GOOD_META["architecture"], "class": "os.system"}},
+            None,
+            "unknown architecture",
+        ),
+        (
+            {
+                **GOOD_META,
+                "architecture": {
+                    "class": "MultiLayerNet",
+                    "input_size": 784,
+                    "hidden_size_list": [2_000_000] * 10,
+                    "output_size": 10,
+                },
+            },
+            None,
+            "parameters .* portnet allows at most",
+        ),
+        (
+            {**GOOD_META, "architecture": {**GOOD_META["architecture"], "hidden_size": "three"}},
+            None,
+            "cannot be built",
+        ),
+        (
+            GOOD_META,
+            {"param/W1": np.zeros((4, 3), np.complex64)},
+            "holds complex64 values|unexpected member",
+        ),
+        (GOOD_META, {"param/W1": np.array(["a", "b"])}, "holds <U1 values"),
+        (
+            GOOD_META,
+            {"buffer/Affine1.W": np.zeros((4, 3), np.float32)},
+            "buffer 'Affine1.W' is not one this network defines",
+        ),
+        (
+            GOOD_META,
+            {"param/W1": np.zeros((5, 3), np.float32)},
+            r"W1 has shape \(5, 3\), the network needs \(4, 3\)",
+        ),
+    ],
+    ids=[
+        "format-type",
+        "architecture-type",
+        "dtype",
+        "class",
+        "58-GiB",
+        "size-type",
+        "complex",
+        "strings",
+        "buffer-name",
+        "shape",
+    ],
+)
 def test_checkpoints_are_validated_before_anything_is_built(tmp_path, meta, arrays, message):
     path = _checkpoint(tmp_path / "c.npz", meta, {**_params(), **(arrays or {})})
     with pytest.raises(pn.CheckpointError, match=message):
@@ -290,17 +400,34 @@ def test_checkpoints_are_validated_before_anything_is_built(tmp_path, meta, arra
 
 
 def test_batch_norm_statistics_of_the_wrong_shape_are_refused(tmp_path):
-    meta = {**GOOD_META, "architecture": {"class": "MultiLayerNet", "input_size": 4, "hidden_size_list": [3],
-                                          "output_size": 2, "use_batchnorm": True}}
-    arrays = {**_params(), "param/gamma1": np.ones(3, np.float32), "param/beta1": np.zeros(3, np.float32),
-              "buffer/BatchNorm1.running_mean": np.zeros(1, np.float32), "buffer/BatchNorm1.running_var": np.ones(3, np.float32)}
-    with pytest.raises(pn.CheckpointError, match=r"BatchNorm1.running_mean' has shape \(1,\), expected \(3,\)"):
+    meta = {
+        **GOOD_META,
+        "architecture": {
+            "class": "MultiLayerNet",
+            "input_size": 4,
+            "hidden_size_list": [3],
+            "output_size": 2,
+            "use_batchnorm": True,
+        },
+    }
+    arrays = {
+        **_params(),
+        "param/gamma1": np.ones(3, np.float32),
+        "param/beta1": np.zeros(3, np.float32),
+        "buffer/BatchNorm1.running_mean": np.zeros(1, np.float32),
+        "buffer/BatchNorm1.running_var": np.ones(3, np.float32),
+    }
+    with pytest.raises(
+        pn.CheckpointError, match=r"BatchNorm1.running_mean' has shape \(1,\), expected \(3,\)"
+    ):
         pn.load_checkpoint(_checkpoint(tmp_path / "bn.npz", meta, arrays))
 
 
 def test_a_huge_npz_member_is_refused_before_reading(tmp_path, monkeypatch):
     monkeypatch.setattr(pickles, "MAX_ELEMENTS", 1000)
-    path = _checkpoint(tmp_path / "big.npz", GOOD_META, {**_params(), "param/W1": np.zeros((100, 100), np.float32)})
+    path = _checkpoint(
+        tmp_path / "big.npz", GOOD_META, {**_params(), "param/W1": np.zeros((100, 100), np.float32)}
+    )
     with pytest.raises(pn.CheckpointError, match="exceeds the limit of 1,000|unpacks to"):
         pn.load_checkpoint(path)
 
@@ -316,14 +443,29 @@ def test_not_checkpoints_are_one_line_errors(tmp_path, mnist_dir):
 
 
 def test_arguments_that_would_exhaust_memory_or_name_no_device(tmp_path):
-    one_line_error(run("train", "--hidden", "10000000", "--data-dir", str(tmp_path)), "portnet allows at most")
+    one_line_error(
+        run("train", "--hidden", "10000000", "--data-dir", str(tmp_path)), "portnet allows at most"
+    )
     pytest.importorskip("torch")
-    one_line_error(run("train", "--backend", "torch", "--device", "meta", "--data-dir", str(tmp_path)),
-                   "torch device 'meta' cannot hold data")
+    one_line_error(
+        run("train", "--backend", "torch", "--device", "meta", "--data-dir", str(tmp_path)),
+        "torch device 'meta' cannot hold data",
+    )
 
 
 def test_a_learning_rate_that_blows_up_is_an_error_not_a_result(mnist_dir):
-    out = run("train", "--lr", "1e6", "--limit", "6000", "--epochs", "1", "--no-progress", "--data-dir", str(mnist_dir))
+    out = run(
+        "train",
+        "--lr",
+        "1e6",
+        "--limit",
+        "6000",
+        "--epochs",
+        "1",
+        "--no-progress",
+        "--data-dir",
+        str(mnist_dir),
+    )
     one_line_error(out, "training has blown up")
 
 

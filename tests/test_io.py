@@ -106,7 +106,9 @@ def _magnitude(net, x):
         if name.startswith("Affine"):
             h = h @ np.abs(layer.W.astype(np.float64)) + np.abs(layer.b)
         elif name.startswith("BatchNorm"):
-            h = (h + np.abs(layer.running_mean)) / np.sqrt(layer.running_var + layer.EPS) * np.abs(layer.gamma) + np.abs(layer.beta)
+            h = (h + np.abs(layer.running_mean)) / np.sqrt(layer.running_var + layer.EPS) * np.abs(
+                layer.gamma
+            ) + np.abs(layer.beta)
     return h
 
 
@@ -120,7 +122,9 @@ def test_checkpoint_round_trip_to_numpy(backend, mnist, tmp_path):
         loaded = pn.load_checkpoint(path)
         assert type(loaded) is pn.MultiLayerNet and loaded.sizes == [784, 20, 10, 10]
         for key, value in net.params.items():
-            np.testing.assert_array_equal(loaded.params[key], pn.to_numpy(value), err_msg=key)  # bit for bit
+            np.testing.assert_array_equal(
+                loaded.params[key], pn.to_numpy(value), err_msg=key
+            )  # bit for bit
         scores = loaded.predict(x_test[:500])
     # Same parameters, same classes; the scores differ only by how each BLAS rounds float32: each
     # side within the rounding bound of its sums (784 + 20 + 10 products, a few operations more).

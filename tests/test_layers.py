@@ -27,7 +27,9 @@ def layer_of(cls, backend, arrays, **options):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("layer, book", [(pn.Relu, ref.relu), (pn.Sigmoid, ref.sigmoid)], ids=["Relu", "Sigmoid"])
+@pytest.mark.parametrize(
+    "layer, book", [(pn.Relu, ref.relu), (pn.Sigmoid, ref.sigmoid)], ids=["Relu", "Sigmoid"]
+)
 def test_activation(backend, layer, book, dtype):
     X, DOUT = data(42, (8, 6), (8, 6))
     layer = layer()
@@ -72,7 +74,9 @@ def test_assigning_a_layer_parameter_rebinds_where_it_is_read(backend):
     assert_close(layer.forward(on(backend, [[1.0, 1.0]])), [[3.0, 3.0]], backend, "float64")
 
 
-@pytest.mark.skip_backends("jax", reason="a layer cannot keep arrays that cannot be updated in place")
+@pytest.mark.skip_backends(
+    "jax", reason="a layer cannot keep arrays that cannot be updated in place"
+)
 def test_assigning_a_book_style_layers_parameter(backend):
     book_style = pn.Affine(on(backend, np.eye(2)), on(backend, np.zeros(2)))
     book_style.b = on(backend, [1.0, 2.0])
@@ -89,15 +93,22 @@ def test_layer_construction_errors(backend):
         pn.Affine(W)
 
 
-@pytest.mark.only_backends("jax", reason="immutable: a layer keeping the arrays could never see an update")
+@pytest.mark.only_backends(
+    "jax", reason="immutable: a layer keeping the arrays could never see an update"
+)
 def test_a_layer_refuses_arrays_it_could_never_update(backend):
     W, b = on(backend, np.zeros((2, 2))), on(backend, np.zeros(2))
-    with pytest.raises(pn.InputError, match=r"cannot be updated in place.*Affine\(params=self.params"):
+    with pytest.raises(
+        pn.InputError, match=r"cannot be updated in place.*Affine\(params=self.params"
+    ):
         pn.Affine(W, b)
 
 
 def test_affine_wrong_width_names_it(backend):
-    layer = pn.Affine(params={"W1": on(backend, np.zeros((784, 10))), "b1": on(backend, np.zeros(10))}, keys=("W1", "b1"))
+    layer = pn.Affine(
+        params={"W1": on(backend, np.zeros((784, 10))), "b1": on(backend, np.zeros(10))},
+        keys=("W1", "b1"),
+    )
     with pytest.raises(ValueError, match=r"W1: the input has 783 features per sample.*expects 784"):
         layer.forward(on(backend, np.zeros((2, 783))))
 
@@ -110,7 +121,9 @@ def test_softmax_with_loss(backend, dtype, labels_kind):
     labels = np.random.default_rng(4).integers(0, 6, size=8)
     loss, dx = ref.softmax_with_loss(x.astype("float64"), labels)
     layer = pn.SoftmaxWithLoss()
-    t = {"labels": labels, "one-hot": np.eye(6, dtype=np.int64)[labels], "column": labels[:, None]}[labels_kind]
+    t = {"labels": labels, "one-hot": np.eye(6, dtype=np.int64)[labels], "column": labels[:, None]}[
+        labels_kind
+    ]
     assert_close(layer.forward(on(backend, x), on(backend, t)), loss, backend, dtype)
     assert_close(layer.backward(), dx, backend, dtype)
 
@@ -124,7 +137,9 @@ def test_dropout(backend, dtype):
     assert 0.3 < mask.mean() < 0.9, "about 60% of the units are kept"
     x64 = X.astype(dtype).astype("float64")
     assert_close(out, x64 * mask, backend, dtype)
-    assert_close(layer.backward(on(backend, DOUT, dtype)), DOUT.astype(dtype) * mask, backend, dtype)
+    assert_close(
+        layer.backward(on(backend, DOUT, dtype)), DOUT.astype(dtype) * mask, backend, dtype
+    )
     assert_close(layer.forward(on(backend, X, dtype), train_flg=False), x64 * 0.6, backend, dtype)
     layer.frozen = True
     layer.forward(on(backend, X, dtype))
@@ -144,7 +159,9 @@ def test_dropout_default_mask_is_the_books_on_numpy():
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_batch_normalization(backend, dtype):
     gamma, beta, x, dout = (a.astype(dtype) for a in data(6, (6,), (6,), (8, 6), (8, 6)))
-    out, dx, dgamma, dbeta, mu, var = ref.batchnorm_train(*(a.astype("float64") for a in (x, gamma, beta, dout)))
+    out, dx, dgamma, dbeta, mu, var = ref.batchnorm_train(
+        *(a.astype("float64") for a in (x, gamma, beta, dout))
+    )
     layer = layer_of(pn.BatchNormalization, backend, {"gamma": gamma, "beta": beta})
     assert_close(layer.forward(on(backend, x), train_flg=True), out, backend, dtype)
     assert_close(layer.backward(on(backend, dout)), dx, backend, dtype)
@@ -157,8 +174,16 @@ def test_batch_normalization(backend, dtype):
 
 
 # --------------------------------------------------------------------------- ch. 7
-CONV_CASES = [(1, 0, (3, 3)), (1, 1, (3, 3)), (1, 2, (2, 3)), (2, 0, (3, 2)), (2, 1, (3, 3)), (3, 2, (5, 2)),
-              (1, 0, (1, 1)), (2, 2, (4, 4))]
+CONV_CASES = [
+    (1, 0, (3, 3)),
+    (1, 1, (3, 3)),
+    (1, 2, (2, 3)),
+    (2, 0, (3, 2)),
+    (2, 1, (3, 3)),
+    (3, 2, (5, 2)),
+    (1, 0, (1, 1)),
+    (2, 2, (4, 4)),
+]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -175,12 +200,17 @@ def test_convolution_against_the_books(backend, dtype, stride, pad, filt):
     terms = {"out": 2 * fh * fw + 1, "dx": 4 * fh * fw, "dW": 3 * oh * ow, "db": 3 * oh * ow}
     layer = layer_of(pn.Convolution, backend, {"W": W, "b": b}, stride=stride, pad=pad)
     assert_close(layer.forward(on(backend, x)), out, backend, dtype, sums=(terms["out"], sizes[0]))
-    assert_close(layer.backward(on(backend, dout)), dx, backend, dtype, sums=(terms["dx"], sizes[1]))
+    assert_close(
+        layer.backward(on(backend, dout)), dx, backend, dtype, sums=(terms["dx"], sizes[1])
+    )
     assert_close(layer.dW, dW, backend, dtype, sums=(terms["dW"], sizes[2]))
     assert_close(layer.db, db, backend, dtype, sums=(terms["db"], sizes[3]))
 
 
-@pytest.mark.parametrize("stride, pad, window", [(2, 0, (2, 2)), (1, 0, (2, 2)), (2, 1, (3, 3)), (3, 0, (2, 3)), (1, 1, (3, 2))])
+@pytest.mark.parametrize(
+    "stride, pad, window",
+    [(2, 0, (2, 2)), (1, 0, (2, 2)), (2, 1, (3, 3)), (3, 0, (2, 3)), (1, 1, (3, 2))],
+)
 def test_max_pooling_routes_to_the_first_maximum(backend, stride, pad, window):
     """Ties (common after ReLU and on MNIST's blank borders) go to the first maximum, as the
     book's argmax sends them."""
@@ -196,14 +226,19 @@ def test_max_pooling_routes_to_the_first_maximum(backend, stride, pad, window):
 
 
 def test_pooling_default_stride_is_the_books():
-    assert pn.Pooling(2, 2).stride == 2  # common/layers.py: Pooling(pool_h, pool_w, stride=2, pad=0)
+    assert (
+        pn.Pooling(2, 2).stride == 2
+    )  # common/layers.py: Pooling(pool_h, pool_w, stride=2, pad=0)
 
 
-@pytest.mark.parametrize("args, message", [
-    ((0, 2), "pool_h must be a positive integer, got 0"),
-    ((2, 2, 0), "stride must be a positive integer, got 0"),
-    ((2, 2, 1, -1), "pad must be a non-negative integer, got -1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((0, 2), "pool_h must be a positive integer, got 0"),
+        ((2, 2, 0), "stride must be a positive integer, got 0"),
+        ((2, 2, 1, -1), "pad must be a non-negative integer, got -1"),
+    ],
+)
 def test_pooling_arguments(args, message):
     with pytest.raises(pn.InputError, match=message):
         pn.Pooling(*args)
@@ -211,7 +246,9 @@ def test_pooling_arguments(args, message):
 
 def test_convolution_shape_errors(backend):
     layer = layer_of(pn.Convolution, backend, {"W": np.zeros((4, 3, 5, 5)), "b": np.zeros(4)})
-    with pytest.raises(pn.InputError, match=r"expected input of shape \(N, 3, H, W\).*got \(2, 1, 28, 28\)"):
+    with pytest.raises(
+        pn.InputError, match=r"expected input of shape \(N, 3, H, W\).*got \(2, 1, 28, 28\)"
+    ):
         layer.forward(on(backend, np.zeros((2, 1, 28, 28))))
     with pytest.raises(pn.InputError, match="a filter of size 5 does not fit an input of size 4"):
         layer.forward(on(backend, np.zeros((2, 3, 4, 4))))
@@ -249,10 +286,16 @@ def _layer_cases():
         "Affine": (lambda p: pn.Affine(params=p, keys=("W", "b")), {"W": W, "b": b}, (5, 6)),
         "Relu": (lambda p: pn.Relu(), {}, (5, 6)),
         "Sigmoid": (lambda p: pn.Sigmoid(), {}, (5, 6)),
-        "BatchNormalization": (lambda p: pn.BatchNormalization(params=p, keys=("gamma", "beta")),
-                               {"gamma": rng.normal(size=6), "beta": rng.normal(size=6)}, (5, 6)),
-        "Convolution": (lambda p: pn.Convolution(params=p, keys=("W", "b"), stride=1, pad=1), {"W": F, "b": c},
-                        (2, 2, 6, 5)),
+        "BatchNormalization": (
+            lambda p: pn.BatchNormalization(params=p, keys=("gamma", "beta")),
+            {"gamma": rng.normal(size=6), "beta": rng.normal(size=6)},
+            (5, 6),
+        ),
+        "Convolution": (
+            lambda p: pn.Convolution(params=p, keys=("W", "b"), stride=1, pad=1),
+            {"W": F, "b": c},
+            (2, 2, 6, 5),
+        ),
         "Pooling": (lambda p: pn.Pooling(2, 2), {}, (2, 3, 6, 6)),
     }
 

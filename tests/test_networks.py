@@ -16,9 +16,13 @@ def pooled(images, n):
 VARIANTS = {
     "two-layer": lambda: pn.TwoLayerNet(49, 8, 10, weight_init_std=0.1, seed=0),
     "relu": lambda: pn.MultiLayerNet(49, [6, 5], 10, activation="relu", seed=0),
-    "sigmoid": lambda: pn.MultiLayerNet(49, [6, 5], 10, activation="sigmoid", weight_init_std="xavier", seed=0),
+    "sigmoid": lambda: pn.MultiLayerNet(
+        49, [6, 5], 10, activation="sigmoid", weight_init_std="xavier", seed=0
+    ),
     "batchnorm": lambda: pn.MultiLayerNet(49, [6, 5], 10, use_batchnorm=True, seed=0),
-    "dropout": lambda: pn.MultiLayerNet(49, [6, 5], 10, use_dropout=True, dropout_ratio=0.3, seed=0, random_source="host"),
+    "dropout": lambda: pn.MultiLayerNet(
+        49, [6, 5], 10, use_dropout=True, dropout_ratio=0.3, seed=0, random_source="host"
+    ),
     "weight-decay": lambda: pn.MultiLayerNet(49, [6, 5], 10, weight_decay_lambda=0.1, seed=0),
 }
 
@@ -55,7 +59,10 @@ def test_same_seed_same_weights_everywhere(backend):
 def test_default_dtype_is_float32_and_overridable(backend, monkeypatch):
     assert pn.to_numpy(pn.TwoLayerNet(4, 3, 2).params["W1"]).dtype == np.float32
     assert pn.to_numpy(pn.TwoLayerNet(4, 3, 2, dtype="float64").params["W1"]).dtype == np.float64
-    assert pn.to_numpy(pn.TwoLayerNet(4, 3, 2, dtype=backend.xp.float64).params["b2"]).dtype == np.float64
+    assert (
+        pn.to_numpy(pn.TwoLayerNet(4, 3, 2, dtype=backend.xp.float64).params["b2"]).dtype
+        == np.float64
+    )
     with pn.use_backend(backend.name, backend.device, dtype="float64"):
         assert pn.to_numpy(pn.TwoLayerNet(4, 3, 2).params["W1"]).dtype == np.float64
     monkeypatch.setenv("PORTNET_DTYPE", "float64")
@@ -120,7 +127,9 @@ def test_labels_out_of_range(backend):
     net = pn.TwoLayerNet(4, 3, 10, seed=0)
     x = pn.asarray(np.zeros((2, 4)), dtype="float32")
     for method in (net.loss, net.gradient, net.accuracy):
-        with pytest.raises(ValueError, match="label 12 is out of range: expected labels in \\[0, 10\\)"):
+        with pytest.raises(
+            ValueError, match="label 12 is out of range: expected labels in \\[0, 10\\)"
+        ):
             method(x, pn.asarray([1, 12]))
     with pytest.raises(ValueError, match=r"TwoLayerNet: 2 samples in x but 3 in t"):
         net.loss(x, pn.asarray([1, 2, 3]))
@@ -140,23 +149,46 @@ def test_mixing_libraries_is_an_error_saying_what_to_do():
     with pn.use_backend("numpy"):
         net = pn.TwoLayerNet(4, 3, 2, seed=0)
     x, t = torch.zeros((2, 4)), torch.tensor([0, 1])
-    for call in (lambda: net.predict(x), lambda: net.loss(x, t), lambda: net.gradient(x, t), lambda: net.accuracy(x, t)):
-        with pytest.raises(pn.InputError, match=r"x is a torch array, but this network computes with numpy.*portnet.asarray\(x\)"):
+    for call in (
+        lambda: net.predict(x),
+        lambda: net.loss(x, t),
+        lambda: net.gradient(x, t),
+        lambda: net.accuracy(x, t),
+    ):
+        with pytest.raises(
+            pn.InputError,
+            match=r"x is a torch array, but this network computes with numpy.*portnet.asarray\(x\)",
+        ):
             call()
-    with pytest.raises(TypeError, match=r"t is a torch array"):  # ArrayTypeError is also a TypeError
+    with pytest.raises(
+        TypeError, match=r"t is a torch array"
+    ):  # ArrayTypeError is also a TypeError
         net.loss(np.zeros((2, 4), dtype=np.float32), t)
     with pn.use_backend("torch"):
         on_torch = pn.TwoLayerNet(4, 3, 2, seed=0)
-    with pytest.raises(pn.InputError, match="x is a numpy array, but this network computes with torch"):
+    with pytest.raises(
+        pn.InputError, match="x is a numpy array, but this network computes with torch"
+    ):
         on_torch.predict(np.zeros((2, 4), dtype=np.float32))
     params = {"W": np.zeros((2, 2))}
-    with pytest.raises(pn.InputError, match=r"params\['W'\] is a numpy array but grads\['W'\] a torch one"):
+    with pytest.raises(
+        pn.InputError, match=r"params\['W'\] is a numpy array but grads\['W'\] a torch one"
+    ):
         pn.SGD().update(params, {"W": torch.zeros((2, 2), dtype=torch.float64)})
     with pytest.raises(pn.InputError, match=r"grads has 'V', which params does not"):
         pn.Adam().update(params, {"V": np.zeros((2, 2))})
-    with pytest.raises(pn.InputError, match="the data are torch arrays but the network's parameters numpy ones"):
-        pn.Trainer(net, torch.zeros((4, 4)), torch.tensor([0, 1, 0, 1]), torch.zeros((2, 4)), torch.tensor([0, 1]),
-                   mini_batch_size=2, verbose=False)
+    with pytest.raises(
+        pn.InputError, match="the data are torch arrays but the network's parameters numpy ones"
+    ):
+        pn.Trainer(
+            net,
+            torch.zeros((4, 4)),
+            torch.tensor([0, 1, 0, 1]),
+            torch.zeros((2, 4)),
+            torch.tensor([0, 1]),
+            mini_batch_size=2,
+            verbose=False,
+        )
 
 
 @pytest.mark.parametrize("model", ["two-layer", "batchnorm"])
@@ -165,8 +197,14 @@ def test_numerical_gradient_is_float64_whatever_the_dtype(backend, mnist, model)
     one keeps three digits and makes a correct backprop look wrong), returned in float32; the
     parameters and the batch-norm statistics come back unchanged."""
     (x_train, t_train), _ = mnist
-    make = {"two-layer": lambda: pn.TwoLayerNet(49, 8, 10, weight_init_std=0.1, dtype="float32", seed=0),
-            "batchnorm": lambda: pn.MultiLayerNet(49, [6, 5], 10, use_batchnorm=True, dtype="float32", seed=0)}[model]
+    make = {
+        "two-layer": lambda: pn.TwoLayerNet(
+            49, 8, 10, weight_init_std=0.1, dtype="float32", seed=0
+        ),
+        "batchnorm": lambda: pn.MultiLayerNet(
+            49, [6, 5], 10, use_batchnorm=True, dtype="float32", seed=0
+        ),
+    }[model]
     net = make()
     x, t = pn.asarray(pooled(x_train, 3), dtype="float32"), pn.asarray(t_train[:3])
     before = {k: pn.to_numpy(v).copy() for k, v in {**net.params, **net.buffers()}.items()}

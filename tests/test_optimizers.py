@@ -10,9 +10,22 @@ from tests.helpers import assert_close, on
 
 # The book's comparison (ch. 6.1.7, optimizer_compare_naive.py): f(x, y) = x^2 / 20 + y^2 from
 # (-7, 2), with the book's learning rates.
-BOOK_LR = {"sgd": 0.95, "momentum": 0.1, "nesterov": 0.1, "adagrad": 1.5, "rmsprop": 0.1, "adam": 0.3}
-BOOK = {"sgd": ref.SGD, "momentum": ref.Momentum, "nesterov": ref.Nesterov, "adagrad": ref.AdaGrad,
-        "rmsprop": ref.RMSprop, "adam": ref.Adam}
+BOOK_LR = {
+    "sgd": 0.95,
+    "momentum": 0.1,
+    "nesterov": 0.1,
+    "adagrad": 1.5,
+    "rmsprop": 0.1,
+    "adam": 0.3,
+}
+BOOK = {
+    "sgd": ref.SGD,
+    "momentum": ref.Momentum,
+    "nesterov": ref.Nesterov,
+    "adagrad": ref.AdaGrad,
+    "rmsprop": ref.RMSprop,
+    "adam": ref.Adam,
+}
 
 
 def _trajectory(optimizer, start, to_value=float, steps=30):
@@ -35,9 +48,14 @@ def test_book_demo_with_python_floats(name):
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_book_demo_trajectory_on_every_backend(backend, name):
-    expected = _trajectory(BOOK[name](lr=BOOK_LR[name]), (np.array([-7.0]), np.array([2.0])), lambda v: float(v[0]))
-    got = _trajectory(make_optimizer(name, lr=BOOK_LR[name]), (on(backend, [-7.0]), on(backend, [2.0])),
-                      lambda v: float(pn.to_numpy(v)[0]))
+    expected = _trajectory(
+        BOOK[name](lr=BOOK_LR[name]), (np.array([-7.0]), np.array([2.0])), lambda v: float(v[0])
+    )
+    got = _trajectory(
+        make_optimizer(name, lr=BOOK_LR[name]),
+        (on(backend, [-7.0]), on(backend, [2.0])),
+        lambda v: float(pn.to_numpy(v)[0]),
+    )
     np.testing.assert_allclose(got, expected, rtol=1e-14, atol=1e-14)
 
 
@@ -96,12 +114,16 @@ def test_state_lives_with_the_parameters(backend):
 
 def test_names_and_arguments():
     assert isinstance(make_optimizer("rmsprpo"), pn.RMSprop), "the book's Trainer spells it so"
-    with pytest.raises(ValueError, match="unknown optimizer 'adamw'; expected one of sgd, momentum"):
+    with pytest.raises(
+        ValueError, match="unknown optimizer 'adamw'; expected one of sgd, momentum"
+    ):
         make_optimizer("adamw")
     for bad in (0, -1, float("nan"), float("inf"), "fast"):
         with pytest.raises(pn.InputError, match="lr must be a finite positive number"):
             pn.SGD(lr=bad)
     with pytest.raises(pn.InputError, match=r"momentum must lie in \[0, 1\)"):
         pn.Momentum(momentum=1.5)
-    with pytest.raises(pn.InputError, match="optimizer 'sgd': .*unexpected keyword argument 'momentum'"):
+    with pytest.raises(
+        pn.InputError, match="optimizer 'sgd': .*unexpected keyword argument 'momentum'"
+    ):
         make_optimizer("sgd", lr=0.1, momentum=0.9)

@@ -39,13 +39,20 @@ def table(path) -> list[dict]:
     records = lines(path)[1:]
     trials = sorted(r["trial"] for r in records)
     assert trials == sorted(set(trials)), f"a trial recorded twice in {path}: {trials}"
-    return sorted(({k: v for k, v in r.items() if k not in WHERE} for r in records), key=lambda r: r["trial"])
+    return sorted(
+        ({k: v for k, v in r.items() if k not in WHERE} for r in records), key=lambda r: r["trial"]
+    )
 
 
 def local_cluster(distributed, workers):
     """A cluster of worker processes on 127.0.0.1, its HTTP server on a free port."""
-    return distributed.LocalCluster(n_workers=workers, threads_per_worker=1, host="127.0.0.1", dashboard_address=None,
-                                    scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
+    return distributed.LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        host="127.0.0.1",
+        dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+    )
 
 
 def best_lines(stdout) -> list[str]:
@@ -68,13 +75,25 @@ def test_serial_run_prints_and_records_the_book_protocol(serial):
     assert [r["trial"] for r in records] == list(range(6))
     for r in records:
         assert r["status"] == "ok" and len(r["val_acc_list"]) == len(r["train_acc_list"]) == 2
-        assert r["val_acc"] == r["val_acc_list"][-1] and 1e-6 <= r["lr"] <= 1e-2 and 1e-8 <= r["weight_decay"] <= 1e-4
-        assert f"val acc:{r['val_acc']} | lr:{r['lr']}, weight decay:{r['weight_decay']}  (trial {r['trial']})" in stdout
+        assert (
+            r["val_acc"] == r["val_acc_list"][-1]
+            and 1e-6 <= r["lr"] <= 1e-2
+            and 1e-8 <= r["weight_decay"] <= 1e-4
+        )
+        assert (
+            f"val acc:{r['val_acc']} | lr:{r['lr']}, weight decay:{r['weight_decay']}  (trial {r['trial']})"
+            in stdout
+        )
     ranked = sorted(records, key=lambda r: (-r["val_acc"], r["trial"]))
-    assert best_lines(stdout) == [f"Best-{i + 1}(val acc:{r['val_acc']}) | lr:{r['lr']}, weight decay:{r['weight_decay']}"
-                                  f"  (trial {r['trial']})" for i, r in enumerate(ranked)]
-    assert f"portnet train --model multi-layer --hidden 100,100,100,100,100,100 --optimizer sgd --lr {ranked[0]['lr']:.6g}" \
-           f" --epochs 2 --batch-size 100" in stdout
+    assert best_lines(stdout) == [
+        f"Best-{i + 1}(val acc:{r['val_acc']}) | lr:{r['lr']}, weight decay:{r['weight_decay']}"
+        f"  (trial {r['trial']})"
+        for i, r in enumerate(ranked)
+    ]
+    assert (
+        f"portnet train --model multi-layer --hidden 100,100,100,100,100,100 --optimizer sgd --lr {ranked[0]['lr']:.6g}"
+        f" --epochs 2 --batch-size 100" in stdout
+    )
 
 
 def test_a_local_cluster_gives_the_serial_table(serial, mnist_dir, tmp_path, recwarn):
@@ -82,11 +101,15 @@ def test_a_local_cluster_gives_the_serial_table(serial, mnist_dir, tmp_path, rec
     path = tmp_path / "cluster.jsonl"
     environment = os.environ.copy()
     with contextlib.ExitStack() as stack:
-        with contextlib.suppress(OSError):  # Dask's default HTTP port taken: the cluster must not want it
+        with contextlib.suppress(
+            OSError
+        ):  # Dask's default HTTP port taken: the cluster must not want it
             stack.enter_context(socket.create_server(("127.0.0.1", 8787)))
         status, stdout = search(mnist_dir, "--workers", "2", "--results", str(path))
     assert status == 0
-    assert os.environ == environment  # Dask's workers' variables (OMP_NUM_THREADS=1, ...) stay theirs
+    assert (
+        os.environ == environment
+    )  # Dask's workers' variables (OMP_NUM_THREADS=1, ...) stay theirs
     assert not [w for w in recwarn if "already in use" in str(w.message)]
     assert "6 trials on a LocalCluster of 2 worker processes on 127.0.0.1" in stdout
     assert table(path) == table(serial[0])
@@ -102,25 +125,39 @@ def test_a_killed_worker_has_its_trial_rerun(serial, mnist_dir, tmp_path):
         """The worker dies (os._exit) as it starts trial 2, the first time only; the marker holds its pid."""
 
         def transition(self, key, start, finish, **kwargs):
-            if finish == "executing" and str(key).startswith("portnet-trial-2-") and not marker.exists():
+            if (
+                finish == "executing"
+                and str(key).startswith("portnet-trial-2-")
+                and not marker.exists()
+            ):
                 marker.write_text(str(os.getpid()))
                 os._exit(1)
 
-    with _environment_kept(), \
-            local_cluster(distributed, 2) as cluster, \
-            distributed.Client(cluster) as client:
+    with (
+        _environment_kept(),
+        local_cluster(distributed, 2) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         client.register_plugin(KillOnce())
-        status = search(mnist_dir, "--scheduler", cluster.scheduler_address, "--results", str(path))[0]
+        status = search(
+            mnist_dir, "--scheduler", cluster.scheduler_address, "--results", str(path)
+        )[0]
         loads = client.run(lambda: sys.modules["portnet.search"]._data.cache_info().misses)
     assert status == 0
     killed = int(marker.read_text())  # the worker that died running trial 2
     assert table(path) == table(serial[0])
     assert len(lines(path)) == 7
-    assert next(r for r in lines(path)[1:] if r["trial"] == 2)["worker"].split(":")[1] != str(killed)
-    assert all(n <= 1 for n in loads.values()), f"the data loaded more than once in a worker: {loads}"
+    assert next(r for r in lines(path)[1:] if r["trial"] == 2)["worker"].split(":")[1] != str(
+        killed
+    )
+    assert all(n <= 1 for n in loads.values()), (
+        f"the data loaded more than once in a worker: {loads}"
+    )
 
 
-def test_a_trial_that_keeps_killing_workers_stops_the_search_in_one_line(mnist_dir, tmp_path, capsys):
+def test_a_trial_that_keeps_killing_workers_stops_the_search_in_one_line(
+    mnist_dir, tmp_path, capsys
+):
     dask = pytest.importorskip("dask")
     distributed = pytest.importorskip("distributed")
     path = tmp_path / "results.jsonl"
@@ -130,28 +167,45 @@ def test_a_trial_that_keeps_killing_workers_stops_the_search_in_one_line(mnist_d
             if finish == "executing" and str(key).startswith("portnet-trial-2-"):
                 os._exit(1)
 
-    with _environment_kept(), dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
-            local_cluster(distributed, 1) as cluster, \
-            distributed.Client(cluster) as client:
+    with (
+        _environment_kept(),
+        dask.config.set({"distributed.scheduler.allowed-failures": 0}),
+        local_cluster(distributed, 1) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         client.register_plugin(KillAlways())
-        status = search(mnist_dir, "--scheduler", cluster.scheduler_address, "--results", str(path))[0]
+        status = search(
+            mnist_dir, "--scheduler", cluster.scheduler_address, "--results", str(path)
+        )[0]
     assert status == 1
     err = capsys.readouterr().err.splitlines()[-1]  # after Dask's own log lines
-    failed = re.fullmatch(r"portnet: error: trial (\d) killed its worker 1 times \(Dask's distributed\.scheduler\."
-                          r"allowed-failures is 0\); the finished trials are recorded", err)
+    failed = re.fullmatch(
+        r"portnet: error: trial (\d) killed its worker 1 times \(Dask's distributed\.scheduler\."
+        r"allowed-failures is 0\); the finished trials are recorded",
+        err,
+    )
     assert failed, err  # trial 2, or a trial queued on the worker that died with it
     recorded = [r["trial"] for r in lines(path)[1:]]
-    assert 2 not in recorded and int(failed[1]) not in recorded and len(recorded) == len(set(recorded))
+    assert (
+        2 not in recorded and int(failed[1]) not in recorded and len(recorded) == len(set(recorded))
+    )
 
 
 def test_resume_runs_only_the_missing_trials(serial, mnist_dir, tmp_path):
     path = tmp_path / "results.jsonl"
     kept = serial[0].read_bytes().splitlines(keepends=True)[:5]  # the header and trials 0-3
-    path.write_bytes(b"".join(kept[:4]) + kept[4][: len(kept[4]) // 2])  # trial 3 cut short mid-write
+    path.write_bytes(
+        b"".join(kept[:4]) + kept[4][: len(kept[4]) // 2]
+    )  # trial 3 cut short mid-write
     status, stdout = search(mnist_dir, "--workers", "0", "--resume", str(path))
     assert status == 0
-    assert f"{path}: 3 of 6 trials recorded (an unfinished last line was dropped: that trial runs again), 3 to run" in stdout
-    ran = [line.rsplit("(trial ", 1)[1] for line in stdout.splitlines() if line.startswith("val acc:")]
+    assert (
+        f"{path}: 3 of 6 trials recorded (an unfinished last line was dropped: that trial runs again), 3 to run"
+        in stdout
+    )
+    ran = [
+        line.rsplit("(trial ", 1)[1] for line in stdout.splitlines() if line.startswith("val acc:")
+    ]
     assert ran == ["3)", "4)", "5)"]
     assert table(path) == table(serial[0])
     assert best_lines(stdout) == best_lines(serial[1])
@@ -167,8 +221,11 @@ def test_resume_keeps_the_recorded_settings(serial, mnist_dir, tmp_path, capsys)
     before = path.read_bytes()
     assert search(mnist_dir, "--workers", "0", "--resume", str(path), "--epochs", "3")[0] == 1
     err = capsys.readouterr().err
-    assert err == f"portnet: error: {path} records a search with --epochs 2; resume it with the same settings (or leave " \
-                  f"them out), not 3\n"
+    assert (
+        err
+        == f"portnet: error: {path} records a search with --epochs 2; resume it with the same settings (or leave "
+        f"them out), not 3\n"
+    )
     assert path.read_bytes() == before
     other = tmp_path / "notes.txt"
     other.write_text("my notes\n")
@@ -181,37 +238,73 @@ def test_an_existing_results_file_is_not_overwritten(mnist_dir, tmp_path, capsys
     path = tmp_path / "mine.jsonl"
     path.write_text("mine\n")
     assert search(mnist_dir, "--workers", "0", "--results", str(path))[0] == 1
-    assert capsys.readouterr().err == f"portnet: error: {path} exists; continue that search with --resume {path}, or " \
-                                      f"name another file\n"
+    assert (
+        capsys.readouterr().err
+        == f"portnet: error: {path} exists; continue that search with --resume {path}, or "
+        f"name another file\n"
+    )
     assert path.read_text() == "mine\n"
 
 
 def test_a_diverging_trial_is_recorded_not_fatal(mnist_dir, tmp_path):
     path = tmp_path / "results.jsonl"
-    status, stdout = search(mnist_dir, "--workers", "0", "--trials", "2", "--epochs", "4", "--lr-range", "1e3", "1e4",
-                            "--results", str(path))
+    status, stdout = search(
+        mnist_dir,
+        "--workers",
+        "0",
+        "--trials",
+        "2",
+        "--epochs",
+        "4",
+        "--lr-range",
+        "1e3",
+        "1e4",
+        "--results",
+        str(path),
+    )
     assert status == 0
     records = lines(path)[1:]
     assert [r["status"] for r in records] == ["diverged", "diverged"]
     assert all(r["val_acc"] is None and "training stopped" in r["error"] for r in records)
-    assert stdout.count("val acc:diverged | lr:") == 2 and "2 of 2 trials diverged: trial 0, 1" in stdout
+    assert (
+        stdout.count("val acc:diverged | lr:") == 2
+        and "2 of 2 trials diverged: trial 0, 1" in stdout
+    )
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
         (["--trials", "0"], "--trials must be a positive integer, got 0"),
-        (["--lr-range", "1e-2", "1e-6"], "--lr-range 0.01 1e-06 is inverted: LOW must not exceed HIGH"),
-        (["--decay-range", "nan", "1e-4"], "--decay-range nan 0.0001: both ends must be finite positive numbers"),
-        (["--lr-range", "1e-6", "inf"], "--lr-range 1e-06 inf: both ends must be finite positive numbers"),
-        (["--lr-range", "0", "1e-2"], "--lr-range 0 0.01: both ends must be finite positive numbers"),
+        (
+            ["--lr-range", "1e-2", "1e-6"],
+            "--lr-range 0.01 1e-06 is inverted: LOW must not exceed HIGH",
+        ),
+        (
+            ["--decay-range", "nan", "1e-4"],
+            "--decay-range nan 0.0001: both ends must be finite positive numbers",
+        ),
+        (
+            ["--lr-range", "1e-6", "inf"],
+            "--lr-range 1e-06 inf: both ends must be finite positive numbers",
+        ),
+        (
+            ["--lr-range", "0", "1e-2"],
+            "--lr-range 0 0.01: both ends must be finite positive numbers",
+        ),
         (["--validation", "0"], "--validation must lie strictly between 0 and 1"),
         (["--validation", "1"], "--validation must lie strictly between 0 and 1"),
         (["--validation", "nan"], "--validation must lie strictly between 0 and 1"),
         (["--train-size", "100"], "leaves 80 training images, fewer than --batch-size 100"),
         (["--workers", "-1"], "--workers must be a non-negative integer, got -1"),
-        (["--scheduler", "tcp://127.0.0.1:1", "--workers", "2"], "--workers sizes a LocalCluster on this machine"),
-        (["--scheduler", "tcp://127.0.0.1:1", "--backend", "torch"], "a --scheduler's workers take theirs"),
+        (
+            ["--scheduler", "tcp://127.0.0.1:1", "--workers", "2"],
+            "--workers sizes a LocalCluster on this machine",
+        ),
+        (
+            ["--scheduler", "tcp://127.0.0.1:1", "--backend", "torch"],
+            "a --scheduler's workers take theirs",
+        ),
     ],
 )
 def test_bad_input_is_one_line(args, message, mnist_dir, tmp_path, capsys):
@@ -230,7 +323,9 @@ def test_bad_usage_exits_2(args, capsys):
 
 
 @pytest.mark.parametrize("peer", ["closed", "silent", "not dask"])
-def test_a_scheduler_that_does_not_answer_is_one_line_within_the_timeout(peer, mnist_dir, tmp_path, capsys):
+def test_a_scheduler_that_does_not_answer_is_one_line_within_the_timeout(
+    peer, mnist_dir, tmp_path, capsys
+):
     dask = pytest.importorskip("dask")
     pytest.importorskip("distributed")
     results = tmp_path / "results.jsonl"
@@ -240,15 +335,21 @@ def test_a_scheduler_that_does_not_answer_is_one_line_within_the_timeout(peer, m
         if peer == "closed":
             server.close()
         elif peer == "not dask":  # answers in another protocol
-            stack.enter_context(_answering(server, b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"))
+            stack.enter_context(
+                _answering(server, b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            )
         # "silent": the kernel completes the TCP connection; nobody reads or writes
         stack.enter_context(dask.config.set({"distributed.comm.timeouts.connect": "1s"}))
         start = time.monotonic()
-        status = search(mnist_dir, "--scheduler", f"tcp://127.0.0.1:{port}", "--results", str(results))[0]
+        status = search(
+            mnist_dir, "--scheduler", f"tcp://127.0.0.1:{port}", "--results", str(results)
+        )[0]
         elapsed = time.monotonic() - start
     assert status == 1 and elapsed < 20
     err = capsys.readouterr().err
-    assert err.startswith(f"portnet: error: --scheduler tcp://127.0.0.1:{port}: no Dask scheduler answered within 1 s")
+    assert err.startswith(
+        f"portnet: error: --scheduler tcp://127.0.0.1:{port}: no Dask scheduler answered within 1 s"
+    )
     assert len(err.splitlines()) == 1 and not results.exists()
 
 
@@ -278,7 +379,9 @@ def test_without_dask_the_error_says_what_to_install(mnist_dir, monkeypatch, cap
     assert search(mnist_dir, "--workers", "2")[0] == 1
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and 'pip install "portnet[distributed]"' in err
-    assert search(mnist_dir, "--workers", "0", "--trials", "1")[0] == 0  # in this process: no Dask needed
+    assert (
+        search(mnist_dir, "--workers", "0", "--trials", "1")[0] == 0
+    )  # in this process: no Dask needed
 
 
 def test_plot_draws_the_best_trials(serial, mnist_dir, tmp_path):

@@ -18,17 +18,30 @@ def test_im2col_and_col2im_equal_the_books(backend, stride, pad):
     x = rng.normal(size=(2, 3, 7, 9))
     for fh, fw in FILTERS:
         expected = ref.im2col(x, fh, fw, stride, pad)
-        assert_close(pn.im2col(on(backend, x), fh, fw, stride, pad), expected, backend, "float64", rtol=0, atol=0)
+        assert_close(
+            pn.im2col(on(backend, x), fh, fw, stride, pad),
+            expected,
+            backend,
+            "float64",
+            rtol=0,
+            atol=0,
+        )
         col = rng.normal(size=expected.shape)
-        assert_close(pn.col2im(on(backend, col), x.shape, fh, fw, stride, pad),
-                     ref.col2im(col, x.shape, fh, fw, stride, pad), backend, "float64")
+        assert_close(
+            pn.col2im(on(backend, col), x.shape, fh, fw, stride, pad),
+            ref.col2im(col, x.shape, fh, fw, stride, pad),
+            backend,
+            "float64",
+        )
 
 
 def test_conv_output_size():
     assert pn.conv_output_size(28, 5) == 24
     assert pn.conv_output_size(28, 3, 1, 1) == 28
     assert pn.conv_output_size(7, 3, 2, 0) == 3
-    with pytest.raises(pn.InputError, match="a filter of size 9 does not fit an input of size 4 with pad 2"):
+    with pytest.raises(
+        pn.InputError, match="a filter of size 9 does not fit an input of size 4 with pad 2"
+    ):
         pn.conv_output_size(4, 9, 1, 2)
     with pytest.raises(pn.InputError, match="stride must be a positive integer, got 0"):
         pn.conv_output_size(4, 3, 0)
@@ -51,7 +64,9 @@ def _book_smooth(x):
 def test_smooth_curve_is_the_books(backend):
     losses = list(np.random.default_rng(0).random(40) + np.linspace(3, 0, 40))
     np.testing.assert_allclose(pn.smooth_curve(losses), _book_smooth(np.array(losses)), rtol=1e-13)
-    assert_close(pn.smooth_curve(on(backend, losses)), _book_smooth(np.array(losses)), backend, "float64")
+    assert_close(
+        pn.smooth_curve(on(backend, losses)), _book_smooth(np.array(losses)), backend, "float64"
+    )
     with pytest.raises(pn.InputError, match="at least 11 values"):
         pn.smooth_curve([1.0, 2.0])
 

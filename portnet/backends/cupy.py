@@ -20,7 +20,9 @@ class CuPy(Adapter):
         if isinstance(index, str):
             index = index.removeprefix("cuda").removeprefix("gpu").lstrip(":") or "0"
             if not index.isdigit():
-                raise InputError(f"unknown CuPy device {spec!r}; expected a GPU index such as 0 or 'cuda:1'")
+                raise InputError(
+                    f"unknown CuPy device {spec!r}; expected a GPU index such as 0 or 'cuda:1'"
+                )
         try:
             count = lib.cuda.runtime.getDeviceCount()
         except Exception as exc:  # no driver (cudaErrorInsufficientDriver), no libcudart, ...
@@ -30,8 +32,10 @@ class CuPy(Adapter):
             ) from None
         dev = index if isinstance(index, lib.cuda.Device) else lib.cuda.Device(int(index))
         if dev.id >= count:
-            raise BackendUnavailableError(f"CuPy device {dev.id} is not visible: {count} usable NVIDIA GPU(s) found; "
-                                          f"{CPU_BACKENDS}")
+            raise BackendUnavailableError(
+                f"CuPy device {dev.id} is not visible: {count} usable NVIDIA GPU(s) found; "
+                f"{CPU_BACKENDS}"
+            )
         _probe(lib, dev)
         return dev
 

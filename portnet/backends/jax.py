@@ -27,7 +27,9 @@ class Jax(Adapter):
         try:
             return lib.devices(platform or None)[int(index or 0)]
         except (RuntimeError, IndexError, ValueError):
-            raise BackendUnavailableError(f"jax device {spec!r} is not available; jax sees {lib.devices()}") from None
+            raise BackendUnavailableError(
+                f"jax device {spec!r} is not available; jax sees {lib.devices()}"
+            ) from None
 
     def writeable(self, x):
         return False
@@ -58,13 +60,17 @@ class _JaxGenerator:
         return key
 
     def uniform(self, shape, dtype):
-        return self.jax.device_put(self.jax.random.uniform(self._next(), shape, dtype=dtype), self.device)
+        return self.jax.device_put(
+            self.jax.random.uniform(self._next(), shape, dtype=dtype), self.device
+        )
 
     def permutation(self, n):
         return self.jax.device_put(self.jax.random.permutation(self._next(), n), self.device)
 
     def integers(self, low, high, size):
-        return self.jax.device_put(self.jax.random.randint(self._next(), (size,), low, high), self.device)
+        return self.jax.device_put(
+            self.jax.random.randint(self._next(), (size,), low, high), self.device
+        )
 
 
 def compile_steps(step):

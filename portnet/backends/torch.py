@@ -18,9 +18,13 @@ class Torch(Adapter):
         try:
             dev = lib.device(spec if spec is not None else "cpu")
         except (RuntimeError, TypeError):
-            raise InputError(f"unknown torch device {spec!r}; expected e.g. 'cpu', 'cuda', 'cuda:1'") from None
+            raise InputError(
+                f"unknown torch device {spec!r}; expected e.g. 'cpu', 'cuda', 'cuda:1'"
+            ) from None
         if dev.type not in _DEVICE_TYPES:
-            raise InputError(f"torch device {spec!r} cannot hold data to compute with; expected 'cpu' or 'cuda[:N]'")
+            raise InputError(
+                f"torch device {spec!r} cannot hold data to compute with; expected 'cpu' or 'cuda[:N]'"
+            )
         if dev.type == "cuda":
             count = lib.cuda.device_count() if lib.cuda.is_available() else 0
             if (dev.index or 0) >= count:
@@ -31,7 +35,9 @@ class Torch(Adapter):
         try:  # the device its own tensors report: 'cuda' -> 'cuda:0', 'cpu:0' -> 'cpu'
             return lib.empty(0, device=dev).device
         except RuntimeError as exc:
-            raise BackendUnavailableError(f"torch device {str(dev)!r} is not usable: {exc}") from None
+            raise BackendUnavailableError(
+                f"torch device {str(dev)!r} is not usable: {exc}"
+            ) from None
 
     def thread_pool(self, device):
         return "torch" if device.type == "cpu" else None

@@ -5,5 +5,13 @@ from .multi_layer_net import MultiLayerNet, MultiLayerNetExtend, TwoLayerNet
 from .network import Network
 from .saved import load_checkpoint, save_checkpoint
 
-__all__ = ["DeepConvNet", "MultiLayerNet", "MultiLayerNetExtend", "Network", "SimpleConvNet", "TwoLayerNet",
-           "load_checkpoint", "save_checkpoint"]
+__all__ = [
+    "DeepConvNet",
+    "MultiLayerNet",
+    "MultiLayerNetExtend",
+    "Network",
+    "SimpleConvNet",
+    "TwoLayerNet",
+    "load_checkpoint",
+    "save_checkpoint",
+]

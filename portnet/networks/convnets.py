@@ -20,9 +20,12 @@ _CONV_KEYS = ("filter_num", "filter_size", "pad", "stride")
 def _conv_param(name, param) -> dict:
     if not isinstance(param, dict) or set(param) != set(_CONV_KEYS):
         raise InputError(f"{name} must be a dict with keys {', '.join(_CONV_KEYS)}, got {param!r}")
-    return {"filter_num": integer(f"{name}['filter_num']", param["filter_num"]),
-            "filter_size": integer(f"{name}['filter_size']", param["filter_size"]),
-            "pad": integer(f"{name}['pad']", param["pad"], 0), "stride": integer(f"{name}['stride']", param["stride"])}
+    return {
+        "filter_num": integer(f"{name}['filter_num']", param["filter_num"]),
+        "filter_size": integer(f"{name}['filter_size']", param["filter_size"]),
+        "pad": integer(f"{name}['pad']", param["pad"], 0),
+        "stride": integer(f"{name}['stride']", param["stride"]),
+    }
 
 
 def _input_dim(input_dim) -> tuple[int, int, int]:
@@ -37,12 +40,21 @@ class _ConvNet(Network):
     def _conv(self, rng, idx, channels, size, param, scale_of):
         """W{idx}, b{idx} and their Convolution layer; returns (filters, output height/width)."""
         fn, fs = param["filter_num"], param["filter_size"]
-        self.params[f"W{idx}"] = self._normal(rng, (fn, channels, fs, fs), scale_of(channels * fs * fs))
+        self.params[f"W{idx}"] = self._normal(
+            rng, (fn, channels, fs, fs), scale_of(channels * fs * fs)
+        )
         self.params[f"b{idx}"] = self._full(fn, 0.0)
-        out = (conv_output_size(size[0], fs, param["stride"], param["pad"]),
-               conv_output_size(size[1], fs, param["stride"], param["pad"]))
-        layer = Convolution(params=self.params, keys=(f"W{idx}", f"b{idx}"), stride=param["stride"], pad=param["pad"],
-                            need_dx=idx > 1)
+        out = (
+            conv_output_size(size[0], fs, param["stride"], param["pad"]),
+            conv_output_size(size[1], fs, param["stride"], param["pad"]),
+        )
+        layer = Convolution(
+            params=self.params,
+            keys=(f"W{idx}", f"b{idx}"),
+            stride=param["stride"],
+            pad=param["pad"],
+            need_dx=idx > 1,
+        )
         return layer, fn, out
 
     def _affine(self, rng, idx, fan_in, fan_out, scale):
@@ -63,22 +75,46 @@ class SimpleConvNet(_ConvNet):
     ``weight_init_std`` x N(0, 1), the pool 2x2 with stride 2; ``layers`` named as the book's
     (``Conv1``, ``Relu1``, ``Pool1``, ``Affine1``, ``Relu2``, ``Affine2``)."""
 
-    def __init__(self, input_dim=(1, 28, 28), conv_param=None, hidden_size=100, output_size=10,
-                 weight_init_std=0.01, *, dtype=None, seed=None):
-        conv_param = _conv_param("conv_param", conv_param or {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1})
+    def __init__(
+        self,
+        input_dim=(1, 28, 28),
+        conv_param=None,
+        hidden_size=100,
+        output_size=10,
+        weight_init_std=0.01,
+        *,
+        dtype=None,
+        seed=None,
+    ):
+        conv_param = _conv_param(
+            "conv_param", conv_param or {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1}
+        )
         input_dim = _input_dim(input_dim)
         hidden_size, output_size = integers("hidden_size/output_size", [hidden_size, output_size])
         scale = init_scale(weight_init_std, 1)
-        conv_out = (conv_output_size(input_dim[1], conv_param["filter_size"], conv_param["stride"], conv_param["pad"]),
-                    conv_output_size(input_dim[2], conv_param["filter_size"], conv_param["stride"], conv_param["pad"]))
+        conv_out = (
+            conv_output_size(
+                input_dim[1], conv_param["filter_size"], conv_param["stride"], conv_param["pad"]
+            ),
+            conv_output_size(
+                input_dim[2], conv_param["filter_size"], conv_param["stride"], conv_param["pad"]
+            ),
+        )
         pooled = _pooled(conv_out)
         flat = conv_param["filter_num"] * pooled[0] * pooled[1]
         check_parameter_count("this SimpleConvNet", flat * hidden_size + hidden_size * output_size)
         rng = self._setup(dtype, seed)
         self.input_dim, self.output_size = input_dim, output_size
-        self.config = {"input_dim": list(input_dim), "conv_param": conv_param, "hidden_size": hidden_size,
-                       "output_size": output_size, "weight_init_std": weight_init_std}
-        conv, _, _ = self._conv(rng, 1, input_dim[0], input_dim[1:], conv_param, lambda fan_in: scale)
+        self.config = {
+            "input_dim": list(input_dim),
+            "conv_param": conv_param,
+            "hidden_size": hidden_size,
+            "output_size": output_size,
+            "weight_init_std": weight_init_std,
+        }
+        conv, _, _ = self._conv(
+            rng, 1, input_dim[0], input_dim[1:], conv_param, lambda fan_in: scale
+        )
         self.layers = {
             "Conv1": conv,
             "Relu1": Relu(),
@@ -107,17 +143,37 @@ class DeepConvNet(_ConvNet):
     As the book's, :meth:`loss` runs in training mode (dropout on) unless told otherwise.
     """
 
-    def __init__(self, input_dim=(1, 28, 28), conv_param_1=None, conv_param_2=None, conv_param_3=None,
-                 conv_param_4=None, conv_param_5=None, conv_param_6=None, hidden_size=50, output_size=10, *,
-                 dtype=None, seed=None, random_source="native"):
+    def __init__(
+        self,
+        input_dim=(1, 28, 28),
+        conv_param_1=None,
+        conv_param_2=None,
+        conv_param_3=None,
+        conv_param_4=None,
+        conv_param_5=None,
+        conv_param_6=None,
+        hidden_size=50,
+        output_size=10,
+        *,
+        dtype=None,
+        seed=None,
+        random_source="native",
+    ):
         given = (conv_param_1, conv_param_2, conv_param_3, conv_param_4, conv_param_5, conv_param_6)
-        conv_params = [_conv_param(f"conv_param_{i + 1}", p or dict(DEEP_CONV_PARAMS[i])) for i, p in enumerate(given)]
+        conv_params = [
+            _conv_param(f"conv_param_{i + 1}", p or dict(DEEP_CONV_PARAMS[i]))
+            for i, p in enumerate(given)
+        ]
         input_dim = _input_dim(input_dim)
         hidden_size, output_size = integers("hidden_size/output_size", [hidden_size, output_size])
         rng = self._setup(dtype, seed)
         self.input_dim, self.output_size = input_dim, output_size
-        self.config = {"input_dim": list(input_dim), **{f"conv_param_{i + 1}": p for i, p in enumerate(conv_params)},
-                       "hidden_size": hidden_size, "output_size": output_size}
+        self.config = {
+            "input_dim": list(input_dim),
+            **{f"conv_param_{i + 1}": p for i, p in enumerate(conv_params)},
+            "hidden_size": hidden_size,
+            "output_size": output_size,
+        }
         he = lambda fan_in: init_scale("he", fan_in)  # noqa: E731
         channels, size = input_dim[0], input_dim[1:]
         self.layers = []
@@ -129,8 +185,12 @@ class DeepConvNet(_ConvNet):
                 size = _pooled(size)
         flat = channels * size[0] * size[1]
         check_parameter_count("this DeepConvNet", flat * hidden_size)
-        dropout_rng = Random(self.xp, self.device, seed=None if seed is None else rng.integers(0, 2**63),
-                             source=random_source)
+        dropout_rng = Random(
+            self.xp,
+            self.device,
+            seed=None if seed is None else rng.integers(0, 2**63),
+            source=random_source,
+        )
         self.layers += [
             self._affine(rng, 7, flat, hidden_size, he(flat)),
             Relu(),

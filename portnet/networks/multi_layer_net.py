@@ -41,7 +41,10 @@ class MultiLayerNet(Network):
         if dropout_ration is not None:
             dropout_ratio = dropout_ration
         sizes = integers("layer sizes", [input_size, *hidden_size_list, output_size])
-        check_parameter_count(f"a {'-'.join(map(str, sizes))} network", sum(m * n + n for m, n in zip(sizes, sizes[1:])))
+        check_parameter_count(
+            f"a {'-'.join(map(str, sizes))} network",
+            sum(m * n + n for m, n in zip(sizes, sizes[1:])),
+        )
         rng = self._setup(dtype, seed)
         self.sizes, self.output_size = sizes, sizes[-1]
         self.config = {
@@ -60,19 +63,27 @@ class MultiLayerNet(Network):
             scale = init_scale(weight_init_std, sizes[idx - 1])
             self.params[f"W{idx}"] = self._normal(rng, (sizes[idx - 1], sizes[idx]), scale)
             self.params[f"b{idx}"] = self._full(sizes[idx], 0.0)
-        dropout_rng = Random(self.xp, self.device, seed=None if seed is None else rng.integers(0, 2**63),
-                             source=random_source)
+        dropout_rng = Random(
+            self.xp,
+            self.device,
+            seed=None if seed is None else rng.integers(0, 2**63),
+            source=random_source,
+        )
         self.layers = {}
         for idx in range(1, len(sizes)):
-            self.layers[f"Affine{idx}"] = Affine(params=self.params, keys=(f"W{idx}", f"b{idx}"), need_dx=idx > 1)
+            self.layers[f"Affine{idx}"] = Affine(
+                params=self.params, keys=(f"W{idx}", f"b{idx}"), need_dx=idx > 1
+            )
             if idx == len(sizes) - 1:
                 break
             if use_batchnorm:
                 self.params[f"gamma{idx}"] = self._full(sizes[idx], 1.0)
                 self.params[f"beta{idx}"] = self._full(sizes[idx], 0.0)
                 self.layers[f"BatchNorm{idx}"] = BatchNormalization(
-                    params=self.params, keys=(f"gamma{idx}", f"beta{idx}"),
-                    running_mean=self._full(sizes[idx], 0.0), running_var=self._full(sizes[idx], 0.0),
+                    params=self.params,
+                    keys=(f"gamma{idx}", f"beta{idx}"),
+                    running_mean=self._full(sizes[idx], 0.0),
+                    running_var=self._full(sizes[idx], 0.0),
                 )
             self.layers[f"Activation_function{idx}"] = Relu() if activation == "relu" else Sigmoid()
             if use_dropout:
@@ -91,10 +102,17 @@ class TwoLayerNet(MultiLayerNet):
     """Affine - ReLU - Affine - softmax, weights ``weight_init_std`` x N(0, 1) (the book's ch. 5.7),
     its layers named as the book's: ``Affine1``, ``Relu1``, ``Affine2`` and ``lastLayer``."""
 
-    def __init__(self, input_size, hidden_size, output_size, weight_init_std=0.01, *, dtype=None, seed=None):
-        super().__init__(input_size, [hidden_size], output_size, "relu", weight_init_std, dtype=dtype, seed=seed)
-        self.layers = {"Affine1": self.layers["Affine1"], "Relu1": self.layers["Activation_function1"],
-                       "Affine2": self.layers["Affine2"]}
+    def __init__(
+        self, input_size, hidden_size, output_size, weight_init_std=0.01, *, dtype=None, seed=None
+    ):
+        super().__init__(
+            input_size, [hidden_size], output_size, "relu", weight_init_std, dtype=dtype, seed=seed
+        )
+        self.layers = {
+            "Affine1": self.layers["Affine1"],
+            "Relu1": self.layers["Activation_function1"],
+            "Affine2": self.layers["Affine2"],
+        }
         self.config = {
             "input_size": self.sizes[0],
             "hidden_size": self.sizes[1],

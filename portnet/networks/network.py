@@ -21,7 +21,12 @@ from ..checks import same_samples
 from ..errors import ArrayTypeError, CheckpointError, InputError
 from ..functions import check_labels, check_targets, labels_of
 from ..gradient import numerical_gradient as _numerical_gradient
-from ..persistence import read_checkpoint, read_pickled_arrays, write_checkpoint, write_pickled_arrays
+from ..persistence import (
+    read_checkpoint,
+    read_pickled_arrays,
+    write_checkpoint,
+    write_pickled_arrays,
+)
 from ..randomness import host_rng, random_normal
 
 
@@ -98,6 +103,7 @@ class Network:
         try:
             self.params.update({k: xp.astype(v, wide) for k, v in saved.items()})
             for key in saved:
+
                 def loss_at(w, key=key):
                     self.params[key] = w
                     return self._loss(x, t, train_flg=True)
@@ -147,8 +153,12 @@ class Network:
     def buffers(self) -> dict:
         """State that is not a parameter: the layers' persistent values (the batch-norm running
         statistics), by layer name and attribute."""
-        return {f"{name}.{attr}": getattr(layer, attr) for name, layer in self._named_layers()
-                for attr in getattr(layer, "persistent", ()) if getattr(layer, attr) is not None}
+        return {
+            f"{name}.{attr}": getattr(layer, attr)
+            for name, layer in self._named_layers()
+            for attr in getattr(layer, "persistent", ())
+            if getattr(layer, attr) is not None
+        }
 
     def buffer_shapes(self) -> dict:
         """The buffers this network holds and their shapes (for validating a checkpoint)."""
@@ -196,9 +206,13 @@ class Network:
         expected = self.buffer_shapes()
         for key, value in buffers.items():
             if key not in expected:
-                raise CheckpointError(f"buffer {key!r} is not one this network defines ({sorted(expected) or 'none'})")
+                raise CheckpointError(
+                    f"buffer {key!r} is not one this network defines ({sorted(expected) or 'none'})"
+                )
             if tuple(value.shape) != expected[key]:
-                raise CheckpointError(f"buffer {key!r} has shape {tuple(value.shape)}, expected {expected[key]}")
+                raise CheckpointError(
+                    f"buffer {key!r} has shape {tuple(value.shape)}, expected {expected[key]}"
+                )
         layers = dict(self._named_layers())
         for key, value in buffers.items():
             name, attr = key.rsplit(".", 1)
@@ -224,21 +238,32 @@ class Network:
             params, buffers = read_pickled_arrays(file_name), {}
         self.set_params(params, source=str(file_name))
         if buffers:
-            self.load_buffers({k: from_numpy(v.astype(dtype_name(self.dtype)), self.xp, self.device) for k, v in buffers.items()})
+            self.load_buffers(
+                {
+                    k: from_numpy(v.astype(dtype_name(self.dtype)), self.xp, self.device)
+                    for k, v in buffers.items()
+                }
+            )
 
     def set_params(self, arrays: dict, source="the given parameters"):
         """Install host arrays as the parameters, after checking keys, shapes and dtypes."""
         if set(arrays) != set(self.params):
-            raise CheckpointError(f"{source}: parameters {sorted(arrays)} do not match the network's {sorted(self.params)}")
+            raise CheckpointError(
+                f"{source}: parameters {sorted(arrays)} do not match the network's {sorted(self.params)}"
+            )
         for key, value in sorted(arrays.items()):
             if tuple(value.shape) != tuple(self.params[key].shape):
                 raise CheckpointError(
                     f"{source}: {key} has shape {tuple(value.shape)}, the network needs {tuple(self.params[key].shape)}"
                 )
             if value.dtype.kind not in "fiu":
-                raise CheckpointError(f"{source}: {key} has dtype {value.dtype}, expected real numbers")
+                raise CheckpointError(
+                    f"{source}: {key} has dtype {value.dtype}, expected real numbers"
+                )
         for key, value in arrays.items():
-            self.params[key] = from_numpy(value.astype(dtype_name(self.dtype)), self.xp, self.device)
+            self.params[key] = from_numpy(
+                value.astype(dtype_name(self.dtype)), self.xp, self.device
+            )
 
     def architecture(self) -> dict:
         """What rebuilds this network: its class and constructor arguments."""
@@ -254,7 +279,12 @@ class Network:
         return [(str(i), layer) for i, layer in enumerate(self.layers)]
 
     def _decayed_keys(self):
-        return [k for layer in self.layer_list() if hasattr(layer, "decayed_keys") for k in layer.decayed_keys()]
+        return [
+            k
+            for layer in self.layer_list()
+            if hasattr(layer, "decayed_keys")
+            for k in layer.decayed_keys()
+        ]
 
     def _loss(self, x, t, train_flg):
         y = self.predict(x, train_flg)
@@ -293,10 +323,14 @@ def init_scale(weight_init_std, fan_in) -> float:
             return math.sqrt(2.0 / fan_in)
         if kind in ("sigmoid", "xavier"):
             return math.sqrt(1.0 / fan_in)
-        raise InputError(f"unknown weight_init_std {weight_init_std!r}; expected 'relu', 'he', 'sigmoid', 'xavier' or a number")
+        raise InputError(
+            f"unknown weight_init_std {weight_init_std!r}; expected 'relu', 'he', 'sigmoid', 'xavier' or a number"
+        )
     scale = float(weight_init_std)
     if not math.isfinite(scale) or scale < 0:
-        raise InputError(f"weight_init_std must be a finite non-negative number, got {weight_init_std!r}")
+        raise InputError(
+            f"weight_init_std must be a finite non-negative number, got {weight_init_std!r}"
+        )
     return scale
 
 

@@ -14,7 +14,9 @@ from .convnets import DeepConvNet, SimpleConvNet
 from .multi_layer_net import MultiLayerNet, TwoLayerNet
 
 #: The classes a checkpoint may name.
-ARCHITECTURES = {cls.__name__: cls for cls in (TwoLayerNet, MultiLayerNet, SimpleConvNet, DeepConvNet)}
+ARCHITECTURES = {
+    cls.__name__: cls for cls in (TwoLayerNet, MultiLayerNet, SimpleConvNet, DeepConvNet)
+}
 
 
 def save_checkpoint(network, path, *, overwrite=False) -> Path:
@@ -31,16 +33,22 @@ def load_checkpoint(path, *, dtype=None):
     arch = dict(meta["architecture"])
     cls = ARCHITECTURES.get(arch.pop("class", None))
     if cls is None:
-        raise CheckpointError(f"{path}: unknown architecture {meta['architecture'].get('class')!r}; "
-                              f"expected one of {', '.join(ARCHITECTURES)}")
+        raise CheckpointError(
+            f"{path}: unknown architecture {meta['architecture'].get('class')!r}; "
+            f"expected one of {', '.join(ARCHITECTURES)}"
+        )
     try:
         network = cls(**arch, dtype=dtype, seed=0)
     except (InputError, TypeError) as exc:
         raise CheckpointError(f"{path}: its architecture cannot be built ({exc})") from None
     network.set_params(params, source=str(path))
     try:
-        network.load_buffers({k: from_numpy(v.astype(dtype_name(network.dtype)), network.xp, network.device)
-                              for k, v in buffers.items()})
+        network.load_buffers(
+            {
+                k: from_numpy(v.astype(dtype_name(network.dtype)), network.xp, network.device)
+                for k, v in buffers.items()
+            }
+        )
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     return network

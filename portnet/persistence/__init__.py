@@ -6,5 +6,14 @@ from .checkpoints import checkpoint_path, read_checkpoint, write_checkpoint
 from .files import check_writable, read_bounded, write_atomic
 from .pickles import load_book_weights, read_pickled_arrays, write_pickled_arrays
 
-__all__ = ["check_writable", "checkpoint_path", "load_book_weights", "read_bounded", "read_checkpoint",
-           "read_pickled_arrays", "write_atomic", "write_checkpoint", "write_pickled_arrays"]
+__all__ = [
+    "check_writable",
+    "checkpoint_path",
+    "load_book_weights",
+    "read_bounded",
+    "read_checkpoint",
+    "read_pickled_arrays",
+    "write_atomic",
+    "write_checkpoint",
+    "write_pickled_arrays",
+]

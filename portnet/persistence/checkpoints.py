@@ -42,7 +42,9 @@ def read_checkpoint(path) -> tuple[dict, dict, dict]:
             for info in archive.infolist():
                 members[info.filename] = _read_npy_member(archive, info, path)
     except zipfile.BadZipFile as exc:
-        raise CheckpointError(f"{path}: not a portnet checkpoint (not an .npz archive: {exc})") from None
+        raise CheckpointError(
+            f"{path}: not a portnet checkpoint (not an .npz archive: {exc})"
+        ) from None
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if "meta.npy" not in members:
@@ -51,9 +53,16 @@ def read_checkpoint(path) -> tuple[dict, dict, dict]:
     params, buffers = {}, {}
     for name, value in members.items():
         kind, _, key = name.removesuffix(".npy").partition("/")
-        if kind not in ("param", "buffer") or not key or not name.endswith(".npy") or value.dtype.kind != "f":
-            raise CheckpointError(f"{path}: unexpected member {name!r} ({value.dtype}); a checkpoint holds float "
-                                  f"param/* and buffer/* arrays")
+        if (
+            kind not in ("param", "buffer")
+            or not key
+            or not name.endswith(".npy")
+            or value.dtype.kind != "f"
+        ):
+            raise CheckpointError(
+                f"{path}: unexpected member {name!r} ({value.dtype}); a checkpoint holds float "
+                f"param/* and buffer/* arrays"
+            )
         (params if kind == "param" else buffers)[key] = value
     return meta, params, buffers
 
@@ -61,7 +70,9 @@ def read_checkpoint(path) -> tuple[dict, dict, dict]:
 def _read_npy_member(archive, info, path) -> np.ndarray:
     where = f"{path}: member {info.filename!r}"
     if info.file_size > 8 * MAX_ELEMENTS + 4096:
-        raise CheckpointError(f"{where} unpacks to {info.file_size:,} bytes, more than a checkpoint may hold")
+        raise CheckpointError(
+            f"{where} unpacks to {info.file_size:,} bytes, more than a checkpoint may hold"
+        )
     with archive.open(info) as f:
         try:
             shape, fortran, dtype = read_npy_header(f)
@@ -76,7 +87,9 @@ def _read_npy_member(archive, info, path) -> np.ndarray:
         expected = count * dtype.itemsize
         data = f.read(expected + 1)
     if len(data) != expected:
-        raise CheckpointError(f"{where}: {len(data)} bytes of data for shape {shape} and {dtype} ({expected} expected)")
+        raise CheckpointError(
+            f"{where}: {len(data)} bytes of data for shape {shape} and {dtype} ({expected} expected)"
+        )
     return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C").copy()
 
 
@@ -92,11 +105,17 @@ def _meta(raw: np.ndarray, path) -> dict:
         raise CheckpointError(f"{path}: its metadata is {type(meta).__name__}, expected an object")
     for key, kind in _META_TYPES.items():
         if not isinstance(meta.get(key), kind):
-            raise CheckpointError(f"{path}: metadata {key!r} is {meta.get(key)!r}, expected {kind.__name__}")
+            raise CheckpointError(
+                f"{path}: metadata {key!r} is {meta.get(key)!r}, expected {kind.__name__}"
+            )
     if meta["format"] != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: checkpoint format {meta['format']}, this portnet reads {CHECKPOINT_FORMAT}")
+        raise CheckpointError(
+            f"{path}: checkpoint format {meta['format']}, this portnet reads {CHECKPOINT_FORMAT}"
+        )
     if meta["dtype"] not in ("float32", "float64"):
-        raise CheckpointError(f"{path}: metadata dtype {meta['dtype']!r}, expected 'float32' or 'float64'")
+        raise CheckpointError(
+            f"{path}: metadata dtype {meta['dtype']!r}, expected 'float32' or 'float64'"
+        )
     return meta
 
 
@@ -104,5 +123,3 @@ def checkpoint_path(path) -> Path:
     """``path`` with the ``.npz`` suffix a checkpoint is saved under."""
     path = Path(path)
     return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
-
-

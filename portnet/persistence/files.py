@@ -23,7 +23,10 @@ def read_npy_header(f) -> tuple:
     """``(shape, fortran_order, dtype)`` from the header of the ``.npy`` stream ``f`` (versions 1
     and 2), which is left at the start of the data; ValueError if it is not one."""
     version = np.lib.format.read_magic(f)
-    readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+    readers = {
+        (1, 0): np.lib.format.read_array_header_1_0,
+        (2, 0): np.lib.format.read_array_header_2_0,
+    }
     if version not in readers:
         raise ValueError(f".npy version {version} is not 1.0 or 2.0")
     try:
@@ -73,7 +76,9 @@ def write_atomic(path: Path, write) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_parts(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".part")
+    fd, tmp = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".part"
+    )
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)

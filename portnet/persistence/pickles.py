@@ -43,7 +43,9 @@ def _count(shape, where) -> int:
         raise UnsafePickleError(f"{where}: shape {shape!r} is not a tuple of sizes")
     count = math.prod(shape)
     if count > MAX_ELEMENTS:
-        raise UnsafePickleError(f"{where}: an array of shape {shape} ({count:,} elements) exceeds the limit of {MAX_ELEMENTS:,}")
+        raise UnsafePickleError(
+            f"{where}: an array of shape {shape} ({count:,} elements) exceeds the limit of {MAX_ELEMENTS:,}"
+        )
     return count
 
 
@@ -55,7 +57,9 @@ def _reconstruct(subtype, shape, typecode):
     if subtype is not _NdarrayType:
         raise UnsafePickleError(f"refusing to reconstruct {subtype!r}: only numpy.ndarray")
     _count(shape, "_reconstruct")
-    return np.ndarray.__new__(np.ndarray, shape, np.dtype(typecode if isinstance(typecode, str) else "b"))
+    return np.ndarray.__new__(
+        np.ndarray, shape, np.dtype(typecode if isinstance(typecode, str) else "b")
+    )
 
 
 def _dtype(obj, align=False, copy=False):
@@ -67,17 +71,23 @@ def _frombuffer(buf, dtype, shape, order):
     count = _count(shape, "_frombuffer")
     data = memoryview(buf).cast("B")
     if data.nbytes != count * dtype.itemsize or order not in ("C", "F"):
-        raise UnsafePickleError(f"_frombuffer: {data.nbytes} bytes do not hold an array of shape {shape} and {dtype}")
+        raise UnsafePickleError(
+            f"_frombuffer: {data.nbytes} bytes do not hold an array of shape {shape} and {dtype}"
+        )
     return np.frombuffer(data, dtype=dtype).reshape(shape, order=order).copy()
 
 
 def _encode(text, encoding="utf-8"):
     if not isinstance(text, str) or encoding != "latin1":
-        raise UnsafePickleError("_codecs.encode: only the latin1 bytes of protocol 0-2 pickles are accepted")
+        raise UnsafePickleError(
+            "_codecs.encode: only the latin1 bytes of protocol 0-2 pickles are accepted"
+        )
     return text.encode("latin1")
 
 
-class _ArrayUnpickler(pickle._Unpickler):  # the Python implementation: its BUILD step can be checked
+class _ArrayUnpickler(
+    pickle._Unpickler
+):  # the Python implementation: its BUILD step can be checked
     """Admits only what a pickled dict of NumPy arrays needs (protocols 0-5), each step guarded."""
 
     GLOBALS = {
@@ -109,8 +119,14 @@ class _ArrayUnpickler(pickle._Unpickler):  # the Python implementation: its BUIL
         if isinstance(inst, np.ndarray):
             _check_array_state(state)
         elif isinstance(inst, np.dtype):
-            if not (isinstance(state, tuple) and len(state) in (8, 9) and state[2:7] == (None, None, None, -1, -1)):
-                raise UnsafePickleError("a dtype state with fields or sub-arrays is not a plain numeric dtype")
+            if not (
+                isinstance(state, tuple)
+                and len(state) in (8, 9)
+                and state[2:7] == (None, None, None, -1, -1)
+            ):
+                raise UnsafePickleError(
+                    "a dtype state with fields or sub-arrays is not a plain numeric dtype"
+                )
         else:
             raise UnsafePickleError(f"refusing to set the state of {type(inst).__name__}")
         inst.__setstate__(state)
@@ -120,7 +136,9 @@ class _ArrayUnpickler(pickle._Unpickler):  # the Python implementation: its BUIL
 
 def _check_array_state(state):
     if not (isinstance(state, tuple) and len(state) == 5):
-        raise UnsafePickleError("an ndarray state that is not (version, shape, dtype, fortran, data)")
+        raise UnsafePickleError(
+            "an ndarray state that is not (version, shape, dtype, fortran, data)"
+        )
     _, shape, dtype, _, data = state
     dtype = _numeric_dtype(dtype, "ndarray")
     count = _count(shape, "ndarray")
@@ -133,20 +151,41 @@ def read_pickled_arrays(path) -> dict:
     any of the file's code; anything else is :class:`UnsafePickleError`."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+        raise CheckpointError(
+            f"{path}: no such file" if not path.exists() else f"{path}: not a file"
+        )
     data = read_bounded(path, 8 * MAX_ELEMENTS, UnsafePickleError)
     try:
         loaded = _ArrayUnpickler(io.BytesIO(data), encoding="latin1").load()
     except UnsafePickleError as exc:
         raise UnsafePickleError(f"{path}: {exc}") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            struct.error, OverflowError, RecursionError, UnicodeError) as exc:
-        raise UnsafePickleError(f"{path}: not a readable pickle of arrays ({type(exc).__name__}: {exc})") from None
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        struct.error,
+        OverflowError,
+        RecursionError,
+        UnicodeError,
+    ) as exc:
+        raise UnsafePickleError(
+            f"{path}: not a readable pickle of arrays ({type(exc).__name__}: {exc})"
+        ) from None
     if not isinstance(loaded, dict) or not loaded:
         raise UnsafePickleError(f"{path}: expected a dict of arrays, found {type(loaded).__name__}")
     for key, value in loaded.items():
-        if not isinstance(key, str) or not isinstance(value, np.ndarray) or value.dtype.kind not in "fiu":
-            raise UnsafePickleError(f"{path}: entry {key!r} is not a numeric array ({type(value).__name__})")
+        if (
+            not isinstance(key, str)
+            or not isinstance(value, np.ndarray)
+            or value.dtype.kind not in "fiu"
+        ):
+            raise UnsafePickleError(
+                f"{path}: entry {key!r} is not a numeric array ({type(value).__name__})"
+            )
     return loaded
 
 
@@ -154,10 +193,10 @@ def write_pickled_arrays(path, arrays: dict, *, overwrite=False) -> Path:
     """Pickle a dict of NumPy arrays as the book's ``save_params`` does (its code reads the file)."""
     path = Path(path)
     check_writable(path, overwrite)
-    write_atomic(path, lambda f: pickle.dump({k: np.asarray(v) for k, v in arrays.items()}, f, protocol=3))
+    write_atomic(
+        path, lambda f: pickle.dump({k: np.asarray(v) for k, v in arrays.items()}, f, protocol=3)
+    )
     return path
-
-
 
 
 def load_book_weights(path) -> dict:
