@@ -25,6 +25,7 @@ from . import backends as _adapters
 from .arrays import dtype_name, from_numpy, namespace_of, to_numpy  # noqa: F401  (public names)
 from .errors import BackendUnavailableError, InputError
 from .randomness import Random, host_rng, random_normal  # noqa: F401  (public names)
+from .threads import fit_threads
 
 BACKENDS = _adapters.NAMES
 DTYPES = ("float32", "float64")
@@ -120,7 +121,11 @@ def use_backend(name: str, device=None, dtype=None):
 def _make_current(b: Backend) -> None:
     """Make the backend's device where new arrays go (CuPy's current device), and fit the CPU
     thread pool it computes with to the cores free now (:func:`portnet.threads.fit_threads`)."""
-    _adapters.get(b.name).activate(b.device)
+    adapter = _adapters.get(b.name)
+    adapter.activate(b.device)
+    pool = adapter.thread_pool(b.device)
+    if pool is not None:
+        fit_threads(pool)
 
 
 def get_namespace():

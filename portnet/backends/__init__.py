@@ -56,13 +56,8 @@ class Adapter:
         raise NotImplementedError
 
     def activate(self, device) -> None:
-        """Make ``device`` where new arrays and kernels go while the backend is active, and fit the
-        CPU thread pool it computes with to the free cores."""
-        pool = self.thread_pool(device)
-        if pool is not None:
-            from ..threads import fit_threads
-
-            fit_threads(pool)
+        """Make ``device`` where new arrays and kernels go while the backend is active (only CuPy
+        keeps a current device)."""
 
     def current_device(self):
         """The device to restore when a ``use_backend`` block ends (only CuPy keeps a current one)."""
