@@ -50,7 +50,13 @@ def namespace_of(*arrays):
 
 def library_name(xp) -> str:
     """'numpy', 'torch', 'cupy', 'jax' or 'array_api_strict' for a namespace of that library."""
-    return backends.of_namespace(xp).name
+    name = _LIBRARY_BY_NAMESPACE.get(xp)
+    if name is None:
+        name = _LIBRARY_BY_NAMESPACE[xp] = backends.of_namespace(xp).name
+    return name
+
+
+_LIBRARY_BY_NAMESPACE: dict = {}
 
 
 def is_tracer(x) -> bool:
@@ -65,7 +71,7 @@ def is_array(x) -> bool:
 
 def writeable(x) -> bool:
     """True when ``x`` can be changed in place (NumPy, CuPy, PyTorch, array-api-strict; not JAX)."""
-    return is_array(x) and backends.of(x).writeable(x)
+    return array_api_compat.is_writeable_array(x)
 
 
 def dtype_name(dtype) -> str:
