@@ -141,6 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--lr", type=_positive(float), help=f"learning rate (default per optimizer: {DEFAULT_LR})"
     )
     train.add_argument(
+        "--weight-decay", type=_positive(float), metavar="LAMBDA",
+        help="L2 weight decay of --model multi-layer (ch. 6.4.2; the book's weight_decay_lambda)",
+    )
+    train.add_argument(
         "--epochs", type=_positive(int), help="epochs (default: 10; simple-conv 5, deep-conv 8)"
     )
     train.add_argument("--batch-size", type=_positive(int), default=100)
@@ -275,7 +279,8 @@ def _train(args) -> int:
             f"--model two-layer takes one hidden size, got --hidden {','.join(map(str, hidden))}"
         )
     save, plot = _outputs(args)
-    net = _network(args.model, hidden, seed=args.seed, random_source=args.random_source)
+    net = _network(args.model, hidden, seed=args.seed, random_source=args.random_source,
+                   weight_decay=args.weight_decay or 0)
     (x_train, t_train), (x_test, t_test) = LOADERS[args.dataset](
         flatten=not conv, data_dir=args.data_dir
     )
@@ -328,10 +333,12 @@ def _train(args) -> int:
     return 0
 
 
-def _network(model, hidden, *, seed, random_source="native", activation="relu", dtype=None):
+def _network(model, hidden, *, seed, random_source="native", activation="relu", dtype=None, weight_decay=0):
     """The network ``model`` names, with the command's options."""
     if activation != "relu" and model != "multi-layer":
         raise InputError(f"--activation {activation} applies to --model multi-layer, not {model}")
+    if weight_decay and model != "multi-layer":
+        raise InputError(f"--weight-decay applies to --model multi-layer, not {model}")
     if model == "two-layer":
         return TwoLayerNet(784, hidden[0], 10, dtype=dtype, seed=seed)
     if model == "multi-layer":
@@ -341,6 +348,7 @@ def _network(model, hidden, *, seed, random_source="native", activation="relu", 
             10,
             activation=activation,
             weight_init_std=activation,
+            weight_decay_lambda=weight_decay,
             dtype=dtype,
             seed=seed,
             random_source=random_source,

@@ -825,13 +825,11 @@ def _report(search, records, plot) -> None:
         print("portnet: no trial trained to the end; nothing to rank (try a lower --lr-range)")
         return
     best = ranked[0]
-    print(
-        f"portnet: the best, trial {best['trial']}, as a portnet train run; its weight decay {best['weight_decay']:.3g} "
-        f"has no portnet train option:"
-    )
+    print(f"portnet: the best, trial {best['trial']}, as a portnet train run:")
     print(
         f"  portnet train --model multi-layer --hidden {','.join(map(str, search.hidden))} --optimizer "
-        f"{search.optimizer} --lr {best['lr']:.6g} --epochs {search.epochs} --batch-size {search.batch_size}"
+        f"{search.optimizer} --lr {best['lr']:.6g} --weight-decay {best['weight_decay']:.6g} --epochs "
+        f"{search.epochs} --batch-size {search.batch_size}"
     )
     if plot is not None:
         _draw(ranked[:BEST], plot)

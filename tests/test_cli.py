@@ -352,3 +352,15 @@ def test_progress_bar_only_on_a_terminal_unless_asked(mnist_dir):
     assert quiet.returncode == 0 and "\r" not in quiet.stderr and "training" not in quiet.stderr
     shown = run(*args, "--progress")
     assert shown.returncode == 0 and "training" in shown.stderr
+
+
+def test_weight_decay_reaches_the_network(monkeypatch, capsys, mnist_dir):
+    """--weight-decay is the book's weight_decay_lambda (ch. 6.4.2), of the fully connected net only."""
+    built = []
+    original = cli._network
+    monkeypatch.setattr(cli, "_network", lambda *a, **k: built.append(original(*a, **k)) or built[-1])
+    args = ["train", "--epochs", "1", "--limit", "200", "--data-dir", str(mnist_dir), "--weight-decay", "0.01"]
+    assert cli.main(args) == 0
+    assert built[0].weight_decay_lambda == 0.01
+    assert cli.main(["train", "--model", "simple-conv", "--weight-decay", "0.01"]) == 1
+    assert "--weight-decay applies to --model multi-layer" in capsys.readouterr().err

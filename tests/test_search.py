@@ -92,7 +92,7 @@ def test_serial_run_prints_and_records_the_book_protocol(serial):
     ]
     assert (
         f"portnet train --model multi-layer --hidden 100,100,100,100,100,100 --optimizer sgd --lr {ranked[0]['lr']:.6g}"
-        f" --epochs 2 --batch-size 100" in stdout
+        f" --weight-decay {ranked[0]['weight_decay']:.6g} --epochs 2 --batch-size 100" in stdout
     )
 
 
