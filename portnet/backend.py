@@ -28,7 +28,9 @@ from .randomness import Random, host_rng, random_normal  # noqa: F401  (public n
 from .threads import fit_threads
 
 BACKENDS = _adapters.NAMES
-DTYPES = ("float32", "float64")
+#: The float dtypes by name: float16 and bfloat16 (half precision, ch. 8.3.4) for inference and
+#: evaluation, where the library has them (float16: all but array-api-strict; bfloat16: torch, JAX).
+DTYPES = ("float32", "float64", "float16", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -49,17 +51,26 @@ _active: Backend | None = None
 
 # --------------------------------------------------------------------------- resolution
 def resolve_dtype(xp, dtype):
-    """A dtype of namespace ``xp`` from a name ('float32', 'float64') or a dtype object."""
+    """A dtype of namespace ``xp`` from a name (:data:`DTYPES`) or a dtype object; a name the
+    library lacks (bfloat16 on NumPy, float16 on array-api-strict) is an error naming it."""
     if dtype is None:
         dtype = os.environ.get("PORTNET_DTYPE") or "float32"
     if isinstance(dtype, str):
         if dtype not in DTYPES:
             raise InputError(f"unsupported dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
+        if not hasattr(xp, dtype):
+            has = [name for name in DTYPES if hasattr(xp, name)]
+            raise InputError(
+                f"dtype {dtype!r} is not available on {_adapters.of_namespace(xp).name}, which has "
+                f"{', '.join(has)} (float16: numpy, torch, jax, cupy; bfloat16: torch, jax)"
+            )
         return getattr(xp, dtype)
-    if dtype not in (xp.float32, xp.float64):
+    known = [getattr(xp, name) for name in DTYPES if hasattr(xp, name)]
+    if not any(dtype == d for d in known):
         name = getattr(dtype, "__name__", dtype)
         raise InputError(
-            f"unsupported dtype {name!r}; expected float32 or float64 of {xp.__name__}"
+            f"unsupported dtype {name!r}; expected one of {', '.join(map(dtype_name, known))} "
+            f"of {xp.__name__}"
         )
     return dtype
 

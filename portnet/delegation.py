@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import importlib
 
+import array_api_compat
+
 from .arrays import library_name, namespace_of
+from .precision import is_half
 
 
 def relu_forward(x, mask, *, generic=False):
@@ -58,3 +61,19 @@ def window_matrix(padded, filter_h, filter_w, stride, out_h, out_w, *, generic=F
     return xp.reshape(
         xp.stack([xp.permute_dims(w, (1, 0, 2, 3)) for w in slices], axis=1), (rows, cols)
     )
+
+
+def matmul(a, b, *, generic=False):
+    """``a @ b``. Half-precision operands where the library has no fast half matmul (NumPy, which
+    has no half BLAS, and PyTorch on the CPU) go through float32: products of half values are
+    exact in float32 and the sums float32 ones (as NumPy's own half loop and GPUs' tensor cores
+    sum), rounded to half once; 4-15 times faster."""
+    xp = namespace_of(a, b)
+    if not generic and a.dtype == b.dtype and is_half(a.dtype):
+        library = library_name(xp)
+        cpu = library == "numpy" or (
+            library == "torch" and array_api_compat.device(a).type == "cpu"
+        )
+        if cpu:
+            return xp.astype(xp.astype(a, xp.float32) @ xp.astype(b, xp.float32), a.dtype)
+    return a @ b

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import array_api_extra as xpx
 
-from .arrays import book_star_numpy, namespace_of
+from .arrays import book_star_numpy, dtype_name, namespace_of
 from .errors import InputError
+from .precision import accumulator
 
 __all__ = [
     "cross_entropy_error",
@@ -41,13 +42,17 @@ def step_function(x):
     return xp.astype(x > 0, x.dtype)
 
 
+#: Where exp(-x) overflows, per dtype: below these the sigmoid is clipped.
+_SIGMOID_LOW = {"float16": -11.0, "bfloat16": -88.0, "float32": -88.0, "float64": -709.0}
+
+
 def sigmoid(x):
     """h(x) = 1 / (1 + exp(-x)) (eq. 3.6), the book's formula to the bit.
 
-    x is clipped where exp(-x) would overflow (below -88 in float32, -709 in float64); there the
-    result is already below the smallest normal number."""
+    x is clipped where exp(-x) would overflow (below -11 in float16, -88 in float32 and bfloat16,
+    -709 in float64); there the result is already below the smallest normal number."""
     xp = namespace_of(x)
-    low = -88.0 if x.dtype == xp.float32 else -709.0
+    low = _SIGMOID_LOW.get(dtype_name(x.dtype), -709.0)
     return 1 / (1 + xp.exp(-xp.where(x < low, low, x)))  # where: cheaper than compat's clip
 
 
@@ -71,10 +76,15 @@ def relu_grad(x):
 
 
 def softmax(x):
-    """y_k = exp(a_k - c) / sum_i exp(a_i - c), c = max(a) (eq. 3.11), over the last axis."""
+    """y_k = exp(a_k - c) / sum_i exp(a_i - c), c = max(a) (eq. 3.11), over the last axis; in half
+    precision the sum and the division are float32 ones, rounded once."""
     xp = namespace_of(x)
     e = xp.exp(x - xp.max(x, axis=-1, keepdims=True))
-    return e / xp.sum(e, axis=-1, keepdims=True)
+    wide = accumulator(xp, x.dtype)
+    if wide == x.dtype:
+        return e / xp.sum(e, axis=-1, keepdims=True)
+    e = xp.astype(e, wide)
+    return xp.astype(e / xp.sum(e, axis=-1, keepdims=True), x.dtype)
 
 
 def mean_squared_error(y, t):
@@ -154,4 +164,8 @@ def cross_entropy_from(xp, y, target):
     ``sum(y * target)`` picks y[n, label_n] exactly: the other products are exact zeros."""
     picked = xp.sum(y * target, axis=-1)
     batch = 1 if y.ndim == 1 else y.shape[0]
-    return -xp.sum(xp.log(picked + DELTA)) / batch
+    logs = xp.log(picked + DELTA)
+    wide = accumulator(xp, y.dtype)
+    if wide == y.dtype:
+        return -xp.sum(logs) / batch
+    return xp.astype(-xp.sum(xp.astype(logs, wide)) / batch, y.dtype)  # half: a float32 mean

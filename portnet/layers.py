@@ -16,7 +16,7 @@ import array_api_extra as xpx
 
 from .arrays import book_star_numpy, namespace_of, writeable
 from .checks import fraction, integer
-from .delegation import relu_backward, relu_forward
+from .delegation import matmul, relu_backward, relu_forward
 from .errors import InputError
 from .functions import cross_entropy_from, labels_of, one_hot, sigmoid, softmax
 from .randomness import Random
@@ -143,7 +143,7 @@ class Affine(_Parametric):
                 f"(shape {tuple(self.x_shape)}), but the layer expects {W.shape[0]}"
             )
         self.x = x
-        return x @ W + self.b
+        return matmul(x, W) + self.b
 
     def backward(self, dout):
         xp = namespace_of(dout)
@@ -205,7 +205,7 @@ def convolve(x, W, stride=1, pad=0, *, keep_windows=False):
     FN, C, FH, FW = W.shape
     N = x.shape[0]
     col = im2col_windows(x, FH, FW, stride, pad)
-    out = xp.reshape(W, (FN, C * FH * FW)) @ col
+    out = matmul(xp.reshape(W, (FN, C * FH * FW)), col)
     out_h, out_w = output_shape(x.shape[2], x.shape[3], FH, FW, stride, pad)
     out = xp.permute_dims(xp.reshape(out, (FN, N, out_h, out_w)), (1, 0, 2, 3))
     return (out, col) if keep_windows else out

@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import backends
-from .arrays import dtype_name, from_numpy
+from .arrays import from_numpy
 from .errors import InputError
+from .precision import to_device
 
 
 class _GlobalNumpy:
@@ -43,8 +44,7 @@ def random_normal(rng, shape, scale, xp, device, dtype):
     The book's ``weight_init_std * np.random.randn(*shape)``; the same generator state gives the
     same numbers on every backend.
     """
-    draws = scale * rng.standard_normal(shape)
-    return from_numpy(draws.astype(dtype_name(dtype)), xp, device)
+    return to_device(scale * rng.standard_normal(shape), xp, device, dtype)
 
 
 class Random:
@@ -85,7 +85,7 @@ class Random:
         """Uniform draws in [0, 1) of ``shape`` and float ``dtype``, on the device."""
         if self.native is not None:
             return self.native.uniform(tuple(shape), dtype)
-        return self._from_host(self._host.random(tuple(shape)).astype(dtype_name(dtype)))
+        return to_device(self._host.random(tuple(shape)), self.xp, self.device, dtype)
 
     def keep_mask(self, shape, ratio):
         """True where a uniform draw exceeds ``ratio``: the book's dropout mask

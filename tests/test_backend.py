@@ -90,8 +90,10 @@ def test_bad_device_names(monkeypatch):
 
 
 def test_bad_dtype():
-    with pytest.raises(ValueError, match="unsupported dtype 'float16'"):
-        pn.set_backend("numpy", dtype="float16")
+    with pytest.raises(ValueError, match="unsupported dtype 'float8'"):
+        pn.set_backend("numpy", dtype="float8")
+    with pytest.raises(ValueError, match="dtype 'bfloat16' is not available on numpy"):
+        pn.set_backend("numpy", dtype="bfloat16")
 
 
 def test_use_backend_restores_the_previous_one():

@@ -16,7 +16,7 @@ import copy
 import math
 
 from .. import backend as _backend
-from ..arrays import dtype_name, from_numpy, library_name, namespace_of, to_numpy
+from ..arrays import dtype_name, library_name, namespace_of, to_numpy
 from ..checks import same_samples
 from ..errors import ArrayTypeError, CheckpointError, InputError
 from ..functions import check_labels, check_targets, labels_of
@@ -27,6 +27,7 @@ from ..persistence import (
     write_checkpoint,
     write_pickled_arrays,
 )
+from ..precision import to_device
 from ..randomness import host_rng, random_normal
 
 
@@ -239,10 +240,7 @@ class Network:
         self.set_params(params, source=str(file_name))
         if buffers:
             self.load_buffers(
-                {
-                    k: from_numpy(v.astype(dtype_name(self.dtype)), self.xp, self.device)
-                    for k, v in buffers.items()
-                }
+                {k: to_device(v, self.xp, self.device, self.dtype) for k, v in buffers.items()}
             )
 
     def set_params(self, arrays: dict, source="the given parameters"):
@@ -261,9 +259,7 @@ class Network:
                     f"{source}: {key} has dtype {value.dtype}, expected real numbers"
                 )
         for key, value in arrays.items():
-            self.params[key] = from_numpy(
-                value.astype(dtype_name(self.dtype)), self.xp, self.device
-            )
+            self.params[key] = to_device(value, self.xp, self.device, self.dtype)
 
     def architecture(self) -> dict:
         """What rebuilds this network: its class and constructor arguments."""
