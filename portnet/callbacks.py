@@ -12,18 +12,24 @@ A callback overrides the hooks it needs; the Trainer calls them in its list's or
 
 :class:`DivergenceGuard` and :class:`Evaluation` are always on (in that order); :class:`BookLines` (``verbose``),
 :class:`ProgressBar` (``progress``) and :class:`ThreadTuner` (``tune_threads``) when asked for.
+Given in ``callbacks``: :class:`TrainingCheckpoint` (the run's state after every epoch, to resume
+from), :class:`CSVLogger` and :class:`TensorBoard` (the figures of every epoch, for later).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 import os
 import time
+from pathlib import Path
 
-from .arrays import is_array, namespace_of, writeable
+from .arrays import dtype_name, is_array, namespace_of, writeable
 from . import progress
-from .errors import TrainingDiverged
+from .errors import InputError, MissingDependencyError, TrainingDiverged
 from .functions import DELTA
+from .persistence import check_writable, read_bounded, write_atomic, write_training_checkpoint
 
 
 class Callback:
@@ -194,7 +200,7 @@ class ProgressBar(Callback):
     """A tqdm bar over the training steps, on stderr; the Trainer's lines are written through it."""
 
     def on_train_begin(self, trainer):
-        self.bar = progress.bar(trainer.max_iter, "training", "step")
+        self.bar = progress.bar(trainer.max_iter, "training", "step", initial=trainer.current_iter)
         trainer.writer = self.bar.write
 
     def on_losses(self, trainer, first_step, losses):
@@ -258,3 +264,123 @@ class ThreadTuner(Callback):
         self.limit = None if choice is None else self.controller.limit(limits=choice)
         if self.limit is not None:
             self.limit.__enter__()
+
+
+class TrainingCheckpoint(Callback):
+    """After every epoch, the trainer's state (:meth:`~portnet.Trainer.state_dict`) and the run's
+    ``settings`` written to the training checkpoint ``path`` atomically, replacing the previous
+    epoch's (Keras's BackupAndRestore, Chainer's snapshot): a crash or a kill loses at most the
+    epoch under way. The file is a checkpoint too (:func:`portnet.load_checkpoint` reads it).
+    An existing file is replaced only with ``overwrite`` (a resumed run's own file is its to
+    replace); ``saved`` is the last epoch written by this run (None before the first)."""
+
+    def __init__(self, path, settings=None, *, overwrite=False):
+        self.path, self.settings, self.overwrite = Path(path), settings or {}, overwrite
+        self.saved = None
+
+    def on_train_begin(self, trainer):
+        check_writable(self.path, self.overwrite)
+
+    def on_epoch_end(self, trainer):
+        net = trainer.network
+        meta = {"architecture": net.architecture(), "dtype": dtype_name(net.dtype)}
+        write_training_checkpoint(
+            self.path, meta, trainer.state_dict(), self.settings, overwrite=True
+        )
+        self.saved = trainer.current_epoch
+
+
+#: The columns of :class:`CSVLogger`'s file.
+CSV_FIELDS = ("epoch", "step", "train_loss", "train_acc", "test_acc", "seconds", "lr")
+
+
+class CSVLogger(Callback):
+    """One row per epoch appended to the CSV file ``path`` (Keras's CSVLogger, Chainer's
+    LogReport), written through to the disk at once so that a crash keeps every finished epoch:
+    :data:`CSV_FIELDS`, the loss being the epoch's mean, ``seconds`` its training steps' time and
+    ``lr`` the optimizer's learning rate. When training begins, the rows of epochs after the
+    trainer's are dropped: a new run starts the file afresh, a resumed one keeps the rows of the
+    epochs it resumes from (and drops one of an epoch whose state was never saved)."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def on_train_begin(self, trainer):
+        kept = [r for r in self._rows() if int(r["epoch"]) <= trainer.current_epoch]
+        text = io.StringIO()
+        writer = csv.DictWriter(text, CSV_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(kept)
+        write_atomic(self.path, lambda f: f.write(text.getvalue().encode()))
+
+    def on_epoch_end(self, trainer):
+        losses = trainer.train_loss_list[-trainer.iter_per_epoch :]
+        row = {
+            "epoch": trainer.current_epoch,
+            "step": trainer.current_iter,
+            "train_loss": sum(losses) / len(losses),
+            "train_acc": trainer.train_acc_list[-1],
+            "test_acc": trainer.test_acc_list[-1],
+            "seconds": trainer.epoch_times[-1],
+            "lr": getattr(trainer.optimizer, "lr", ""),
+        }
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, CSV_FIELDS, lineterminator="\n").writerow(row)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _rows(self) -> list[dict]:
+        """The rows already in the file (none if there is none); a file that is not such a log
+        is an error rather than something to overwrite."""
+        if not self.path.exists():
+            return []
+        text = read_bounded(self.path, 64 * 2**20, InputError).decode(errors="replace")
+        reader = csv.DictReader(io.StringIO(text))
+        if reader.fieldnames is not None and tuple(reader.fieldnames) != CSV_FIELDS:
+            raise InputError(
+                f"{self.path} is not a portnet log: its columns are {reader.fieldnames}, a log's "
+                f"are {list(CSV_FIELDS)}"
+            )
+        rows = list(reader)
+        if any(not (r.get("epoch") or "").isdigit() for r in rows):
+            raise InputError(f"{self.path}: a row without an epoch number; not a portnet log")
+        return rows
+
+
+class TensorBoard(Callback):
+    """Scalars for TensorBoard (Keras's TensorBoard callback) in ``log_dir``, written by
+    tensorboardX (``pip install tensorboardX``): ``train/loss`` at every step, and after each
+    epoch ``train/accuracy``, ``test/accuracy``, ``time/epoch_seconds`` and ``train/lr``. A resumed
+    run purges the events after its step, so a crash leaves no duplicates."""
+
+    def __init__(self, log_dir):
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:
+            raise MissingDependencyError(
+                "TensorBoard logs need tensorboardX: pip install tensorboardX (or portnet's "
+                "extra: pip install 'portnet[tensorboard]')"
+            ) from None
+        self.log_dir, self._writer_class, self.writer = Path(log_dir), SummaryWriter, None
+
+    def on_train_begin(self, trainer):
+        purge = trainer.current_iter if trainer.current_iter else None
+        self.writer = self._writer_class(str(self.log_dir), purge_step=purge)
+
+    def on_losses(self, trainer, first_step, losses):
+        for step, value in enumerate(losses, start=first_step + 1):
+            self.writer.add_scalar("train/loss", value, step)
+
+    def on_epoch_end(self, trainer):
+        step, w = trainer.current_iter, self.writer
+        w.add_scalar("train/accuracy", trainer.train_acc_list[-1], step)
+        w.add_scalar("test/accuracy", trainer.test_acc_list[-1], step)
+        w.add_scalar("time/epoch_seconds", trainer.epoch_times[-1], step)
+        if isinstance(getattr(trainer.optimizer, "lr", None), (int, float)):
+            w.add_scalar("train/lr", trainer.optimizer.lr, step)
+        w.flush()
+
+    def close(self, trainer):
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None

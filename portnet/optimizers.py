@@ -17,7 +17,8 @@ import math
 
 from .arrays import book_star_numpy, is_array, library_name, namespace_of, writeable
 from .checks import fraction, rate
-from .errors import ArrayTypeError, InputError
+from .errors import ArrayTypeError, CheckpointError, InputError
+from .precision import host_copy, host_like
 
 __all__ = [
     "AdaGrad",
@@ -107,6 +108,43 @@ class Optimizer:
         for key in grads:
             if new[key] is not params[key]:  # not written in place: rebound
                 params[key] = new[key]
+
+    def state_dict(self) -> dict | None:
+        """The state as host data, ``{"class", "step", "slots": {slot: {key: NumPy array}}}``
+        (copies), or None before the first update."""
+        if self.state is None:
+            return None
+        return {
+            "class": type(self).__name__,
+            "step": int(self.state["step"]),
+            "slots": {s: {k: host_copy(v) for k, v in self.state[s].items()} for s in self.slots},
+        }
+
+    def load_state_dict(self, state: dict | None, params: dict) -> None:
+        """Continue from :meth:`state_dict`'s ``state``: each slot's arrays made like the
+        parameters of ``params`` (namespace, device, dtype), after checking class and keys."""
+        if state is None:
+            self.state = None
+            return
+        name = type(self).__name__
+        if state["class"] != name:
+            raise CheckpointError(
+                f"the optimizer's state is {state['class']}'s, this one is {name}"
+            )
+        if set(state["slots"]) != set(self.slots):
+            raise CheckpointError(
+                f"{name}'s state has slots {sorted(self.slots)}, not {sorted(state['slots'])}"
+            )
+        slots = {}
+        for slot, arrays in state["slots"].items():
+            if set(arrays) != set(params):
+                raise CheckpointError(
+                    f"{name}'s {slot!r} holds {sorted(arrays)}, the parameters are {sorted(params)}"
+                )
+            slots[slot] = {
+                k: host_like(a, params[k], f"{name}'s {slot}[{k!r}]") for k, a in arrays.items()
+            }
+        self.state = {"step": int(state["step"]), **slots}
 
     def __getattr__(self, name):
         """The book's attributes for the state: ``iter`` (the step count) and the slots (``v``, ``h``,

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import backends
 from .arrays import from_numpy
-from .errors import InputError
+from .errors import CheckpointError, InputError
 from .precision import to_device
 
 
@@ -31,6 +31,28 @@ class _GlobalNumpy:
         return np.random.randint(
             low, high, size
         )  # the stream of the book's np.random.choice(high, size)
+
+    @property
+    def state(self) -> dict:
+        """The global generator's state as JSON data (MT19937's key as a list)."""
+        state = np.random.get_state(legacy=False)
+        return {**state, "state": {**state["state"], "key": state["state"]["key"].tolist()}}
+
+    @state.setter
+    def state(self, value):
+        key = np.asarray(value["state"]["key"], dtype=np.uint32)
+        np.random.set_state({**value, "state": {**value["state"], "key": key}})
+
+
+def _host_state(rng) -> dict:
+    return rng.state if isinstance(rng, _GlobalNumpy) else rng.bit_generator.state
+
+
+def _set_host_state(rng, state) -> None:
+    if isinstance(rng, _GlobalNumpy):
+        rng.state = state
+    else:
+        rng.bit_generator.state = state
 
 
 def host_rng(seed=None):
@@ -80,6 +102,35 @@ class Random:
     @state.setter
     def state(self, value):
         self.native.state = value
+
+    def state_dict(self) -> dict:
+        """Where the draws stand, as host data: ``{"source", "host": the NumPy generator's state
+        (JSON data), "native": the library's generator's state (a NumPy array) or None}``. CuPy's
+        generator gives none (a run drawing from it cannot be resumed exactly)."""
+        native = None if self.native is None else self.native.get_state()
+        return {"source": self.source, "host": _host_state(self._host), "native": native}
+
+    def load_state_dict(self, state: dict, what="the generator") -> None:
+        """Continue the draws from :meth:`state_dict`'s ``state`` (``what`` names it in errors)."""
+        if state.get("source") != self.source:
+            raise CheckpointError(
+                f"{what} drew from the {state.get('source')!r} source, this one from "
+                f"{self.source!r} (--random-source {self.source})"
+            )
+        if self.native is not None and state.get("native") is None:
+            raise CheckpointError(
+                f"{what}'s state was saved without that of the library's own generator (CuPy "
+                f"gives none), so its draws cannot be repeated; runs that resume on CuPy draw "
+                f"from the host (--random-source host)"
+            )
+        try:
+            _set_host_state(self._host, state["host"])
+            if self.native is not None:
+                self.native.set_state(state["native"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise CheckpointError(
+                f"{what}'s saved state does not fit this generator ({type(exc).__name__}: {exc})"
+            ) from None
 
     def uniform(self, shape, dtype):
         """Uniform draws in [0, 1) of ``shape`` and float ``dtype``, on the device."""

@@ -17,12 +17,21 @@ import array_api_compat
 
 from . import backends
 from .arrays import is_array, library_name, namespace_of, to_numpy
-from .callbacks import BookLines, Callback, DivergenceGuard, Evaluation, ProgressBar, ThreadTuner
+from .callbacks import (
+    BookLines,
+    Callback,
+    DivergenceGuard,
+    Evaluation,
+    ProgressBar,
+    ThreadTuner,
+    _restore,
+)
 from .checks import integer, same_samples
-from .errors import ArrayTypeError, InputError, TrainingDiverged
+from .errors import ArrayTypeError, CheckpointError, InputError, TrainingDiverged
 from .functions import check_labels, labels_of
 from .layers import SoftmaxWithLoss
 from .optimizers import make_optimizer
+from .precision import host_copy, host_like
 from .randomness import Random
 from .step import PureStep
 
@@ -117,11 +126,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def train(self):
-        """Run every epoch, each followed by the callbacks' ``on_epoch_end`` (the evaluation
-        first); returns self. Raises TrainingDiverged when the loss blows up."""
+        """Run the epochs not run yet (all of them, unless a state was loaded), each followed by
+        the callbacks' ``on_epoch_end`` (the evaluation first); returns self. Raises
+        TrainingDiverged when the loss blows up."""
         self._begin()
         try:
-            for _ in range(self.epochs):
+            for _ in range(self.current_epoch, self.epochs):
                 self.train_epoch()
                 self._emit("on_epoch_end")
             self._emit("on_train_end")
@@ -213,6 +223,82 @@ class Trainer:
         samples, if set), appended to the lists; returns both."""
         return self._evaluation.evaluate(self)
 
+    def state_dict(self) -> dict:
+        """Everything the run depends on, as host data (NumPy arrays, Python numbers), taken
+        between epochs: ``epoch``, ``step``, ``params``, ``buffers`` (batch-norm statistics), the
+        ``optimizer``'s state and step count, the ``generators``' states (the shuffle's and the
+        network's dropout), the ``history`` (losses, accuracies, epoch times). A trainer that
+        :meth:`load_state_dict` it and trains on ends with the parameters of an uninterrupted run
+        (Keras's BackupAndRestore, Chainer's snapshot); :class:`~portnet.callbacks.TrainingCheckpoint`
+        writes it to a file after every epoch."""
+        net = self.network
+        return {
+            "epoch": self.current_epoch,
+            "step": self.current_iter,
+            "params": {k: host_copy(v) for k, v in net.params.items()},
+            "buffers": {k: host_copy(v) for k, v in _buffers(net).items()},
+            "optimizer": self.optimizer.state_dict(),
+            "generators": {
+                "shuffle": self._rng.state_dict(),
+                "network": [g.state_dict() for g in _generators(net)],
+            },
+            "history": {
+                "train_loss": list(self.train_loss_list),
+                "train_acc": list(self.train_acc_list),
+                "test_acc": list(self.test_acc_list),
+                "epoch_times": list(self.epoch_times),
+            },
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from :meth:`state_dict`'s ``state``, checked first against this trainer (its
+        epochs and steps, its network's parameters and generators, its optimizer); then
+        :meth:`train` runs the epochs left."""
+        net, epoch, step = self.network, state["epoch"], state["step"]
+        if epoch > self.epochs:
+            raise CheckpointError(f"the state is of epoch {epoch}, past this run's {self.epochs}")
+        if step != epoch * self.iter_per_epoch:
+            raise CheckpointError(
+                f"the state has {step} steps in {epoch} epochs; this trainer takes "
+                f"{self.iter_per_epoch} an epoch (another batch size or training set)"
+            )
+        if set(state["params"]) != set(net.params):
+            raise CheckpointError(
+                f"the state's parameters {sorted(state['params'])} are not the network's "
+                f"{sorted(net.params)}"
+            )
+        generators = _generators(net)
+        if len(state["generators"]["network"]) != len(generators):
+            raise CheckpointError(
+                f"the state has {len(state['generators']['network'])} generators of the network, "
+                f"the network {len(generators)}"
+            )
+        params = {k: host_like(a, net.params[k], k) for k, a in state["params"].items()}
+        buffers = _buffers(net)
+        if set(state["buffers"]) != set(buffers):
+            raise CheckpointError(
+                f"the state's buffers {sorted(state['buffers'])} are not the network's "
+                f"{sorted(buffers)}"
+            )
+        buffers = {k: host_like(a, buffers[k], k) for k, a in state["buffers"].items()}
+        self.optimizer.load_state_dict(state["optimizer"], net.params)
+        self._rng.load_state_dict(state["generators"]["shuffle"], "the shuffle generator")
+        for g, saved in zip(generators, state["generators"]["network"]):
+            g.load_state_dict(saved, "the network's generator")
+        _restore(net.params, params)
+        if buffers:
+            net.load_buffers(buffers)
+        self.current_epoch, self.current_iter = epoch, step
+        history = state["history"]
+        self.train_loss_list, self.train_acc_list = (
+            list(history["train_loss"]),
+            list(history["train_acc"]),
+        )
+        self.test_acc_list, self.epoch_times = (
+            list(history["test_acc"]),
+            list(history["epoch_times"]),
+        )
+
     def write(self, line: str) -> None:
         """Print ``line`` (through the progress bar while one is shown)."""
         if self.writer is not None:
@@ -265,6 +351,14 @@ class Trainer:
             raise InputError(
                 f"mini_batch_size {self.batch_size} is larger than the training set ({self.train_size})"
             )
+
+
+def _buffers(network) -> dict:
+    return network.buffers() if hasattr(network, "buffers") else {}
+
+
+def _generators(network) -> list:
+    return network.generators() if hasattr(network, "generators") else []
 
 
 def _overrides(callback, *hooks) -> bool:

@@ -85,7 +85,8 @@ class Adapter:
     def generator(self, seed: int, device):
         """The library's own random generator on ``device``, seeded with ``seed``, with the methods
         ``uniform(shape, dtype)``, ``permutation(n)`` and ``integers(low, high, size)`` (see
-        :class:`portnet.randomness.Random`); only where :attr:`native_random`."""
+        :class:`portnet.randomness.Random`), and ``get_state()`` (a NumPy array, or None where the
+        library gives none) and ``set_state(array)``; only where :attr:`native_random`."""
         raise NotImplementedError
 
     def step_compiler(self):

@@ -92,5 +92,9 @@ class _CupyGenerator:
         with self.device:
             return self.gen.randint(low, high, size, dtype="int64")
 
+    def get_state(self):
+        """None: ``cupy.random.RandomState`` does not give its state."""
+        return None
+
 
 ADAPTER = CuPy()

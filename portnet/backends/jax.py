@@ -72,6 +72,18 @@ class _JaxGenerator:
             self.jax.random.randint(self._next(), (size,), low, high), self.device
         )
 
+    def get_state(self):
+        """The key's data as a NumPy array of uint32."""
+        import numpy as np
+
+        return np.asarray(self.jax.random.key_data(self.state)).copy()
+
+    def set_state(self, state):
+        import numpy as np
+
+        data = np.ascontiguousarray(state, dtype=np.uint32)
+        self.state = self.jax.random.wrap_key_data(self.jax.device_put(data, self.device))
+
 
 def compile_steps(step):
     """``jax.jit`` of a run of pure steps, ``(state, idx of shape (steps, batch)) -> (state,

@@ -70,5 +70,14 @@ class _TorchGenerator:
     def integers(self, low, high, size):
         return self.torch.randint(low, high, (size,), generator=self.gen, device=self.device)
 
+    def get_state(self):
+        """The generator's state as a NumPy array of bytes."""
+        return self.gen.get_state().numpy().copy()
+
+    def set_state(self, state):
+        import numpy as np
+
+        self.gen.set_state(self.torch.from_numpy(np.ascontiguousarray(state, dtype=np.uint8)))
+
 
 ADAPTER = Torch()

@@ -2,7 +2,13 @@
 checkpoints (:mod:`.checkpoints`), and files written atomically and read bounded (:mod:`.files`).
 Host data only: NumPy arrays in, NumPy arrays out."""
 
-from .checkpoints import checkpoint_path, read_checkpoint, write_checkpoint
+from .checkpoints import (
+    checkpoint_path,
+    read_checkpoint,
+    read_training_checkpoint,
+    write_checkpoint,
+    write_training_checkpoint,
+)
 from .files import check_writable, read_bounded, write_atomic
 from .pickles import load_book_weights, read_pickled_arrays, write_pickled_arrays
 
@@ -13,7 +19,9 @@ __all__ = [
     "read_bounded",
     "read_checkpoint",
     "read_pickled_arrays",
+    "read_training_checkpoint",
     "write_atomic",
     "write_checkpoint",
     "write_pickled_arrays",
+    "write_training_checkpoint",
 ]
