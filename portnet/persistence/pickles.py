@@ -2,8 +2,8 @@
 without running any of the file's code, and written as the book's ``save_params`` writes them.
 
 A pickle may name only the few NumPy functions that rebuild plain numeric arrays, each guarded,
-in any protocol (0-5); no array may claim more than :data:`MAX_ELEMENTS` elements, checked *before*
-anything is allocated.
+in any protocol (0-5); its arrays may not claim more than :data:`MAX_ELEMENTS` elements in all,
+checked *before* anything is allocated, nor the file take more than :data:`MAX_STEPS` steps.
 """
 
 from __future__ import annotations
@@ -21,6 +21,9 @@ from .files import check_writable, read_bounded, write_atomic
 
 #: The most elements a file may hold in all its arrays (4 GB of float64): checked before allocating.
 MAX_ELEMENTS = 500_000_000
+#: The most opcodes a pickle may run (the book's files take a few hundred): bounds the Python
+#: objects a small file could ask for.
+MAX_STEPS = 100_000
 
 
 def _plain(dtype) -> bool:
@@ -54,12 +57,14 @@ class _NdarrayType:
 
 
 def _reconstruct(subtype, shape, typecode):
+    """NumPy's first step of unpickling an array: an empty one, whose state comes next."""
     if subtype is not _NdarrayType:
         raise UnsafePickleError(f"refusing to reconstruct {subtype!r}: only numpy.ndarray")
-    _count(shape, "_reconstruct")
-    return np.ndarray.__new__(
-        np.ndarray, shape, np.dtype(typecode if isinstance(typecode, str) else "b")
-    )
+    if shape != (0,):
+        raise UnsafePickleError(
+            f"_reconstruct: shape {shape!r}; NumPy starts every array empty, as (0,)"
+        )
+    return np.empty(0, np.int8)
 
 
 def _dtype(obj, align=False, copy=False):
@@ -99,7 +104,10 @@ class _ArrayUnpickler(
         ("numpy._core.numeric", "_frombuffer"): _frombuffer,
         ("_codecs", "encode"): _encode,
     }
-    dispatch = dict(pickle._Unpickler.dispatch)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.steps = self.elements = 0
 
     def find_class(self, module, name):
         try:
@@ -117,7 +125,7 @@ class _ArrayUnpickler(
         state = self.stack.pop()
         inst = self.stack[-1]
         if isinstance(inst, np.ndarray):
-            _check_array_state(state)
+            self._add(_check_array_state(state))
         elif isinstance(inst, np.dtype):
             if not (
                 isinstance(state, tuple)
@@ -131,7 +139,39 @@ class _ArrayUnpickler(
             raise UnsafePickleError(f"refusing to set the state of {type(inst).__name__}")
         inst.__setstate__(state)
 
-    dispatch[pickle.BUILD[0]] = load_build
+    def load_reduce(self):
+        pickle._Unpickler.load_reduce(self)
+        if isinstance(self.stack[-1], np.ndarray):
+            self._add(self.stack[-1].size)
+
+    def _add(self, elements):
+        """Count an array's elements against :data:`MAX_ELEMENTS` for the whole file."""
+        self.elements += elements
+        if self.elements > MAX_ELEMENTS:
+            raise UnsafePickleError(
+                f"its arrays hold more than {MAX_ELEMENTS:,} elements in all, the limit"
+            )
+
+
+def _counted(step):
+    def run(unpickler):
+        unpickler.steps += 1
+        if unpickler.steps > MAX_STEPS:
+            raise UnsafePickleError(f"more than {MAX_STEPS:,} steps: not a file of a few arrays")
+        step(unpickler)
+
+    return run
+
+
+_ArrayUnpickler.dispatch = {
+    code: _counted(
+        {
+            pickle.BUILD[0]: _ArrayUnpickler.load_build,
+            pickle.REDUCE[0]: _ArrayUnpickler.load_reduce,
+        }.get(code, step)
+    )
+    for code, step in pickle._Unpickler.dispatch.items()
+}
 
 
 def _check_array_state(state):
@@ -144,6 +184,7 @@ def _check_array_state(state):
     count = _count(shape, "ndarray")
     if not isinstance(data, (bytes, bytearray)) or len(data) != count * dtype.itemsize:
         raise UnsafePickleError(f"ndarray data do not match shape {shape} and dtype {dtype}")
+    return count
 
 
 def read_pickled_arrays(path) -> dict:
