@@ -1,7 +1,9 @@
 """The ``portnet`` command: train on MNIST (CPU or GPU, the same code), evaluate, report backends.
 
     portnet train [--model deep-conv] [--backend cupy] [--epochs 10] [--save net.npz] [--plot curve.png]
-    portnet evaluate net.npz [--backend torch]
+    portnet train --resume net.npz
+    portnet evaluate net.npz [--backend torch] [--plot-misclassified m.png] [--plot-confusion c.png]
+    portnet summary --model deep-conv
     portnet info
 
 Usage errors exit 2 and problems with the user's input, files or machine exit 1, each in one
@@ -11,6 +13,8 @@ line; anything else is a bug in portnet and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import io
+import logging
 import math
 import os
 import signal
@@ -20,19 +24,26 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, progress
+from . import __version__, progress, report, resume
 from . import backend as _backend
-from .callbacks import Callback
+from .callbacks import Callback, CSVLogger, TensorBoard, TrainingCheckpoint
+from .checks import check_memory
 from .datasets import cache_dir, load_fashion_mnist, load_mnist, load_split
-from .errors import CheckpointError, InputError, MissingDependencyError, PortnetError
-from .persistence import check_writable, checkpoint_path, read_pickled_arrays, write_atomic
+from .errors import CheckpointError, DatasetError, InputError, MissingDependencyError, PortnetError
+from .persistence import (
+    check_writable,
+    checkpoint_path,
+    read_pickled_arrays,
+    read_training_checkpoint,
+    write_atomic,
+)
+from .precision import is_half
 from .networks import (
     DeepConvNet,
     MultiLayerNet,
     SimpleConvNet,
     TwoLayerNet,
     load_checkpoint,
-    save_checkpoint,
 )
 from .optimizers import OPTIMIZERS, make_optimizer
 from .threads import fit_threads
@@ -71,8 +82,10 @@ def _hidden(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(
             f"--hidden {text!r}: expected sizes separated by commas, e.g. 100,100"
         ) from None
-    if not sizes or min(sizes) < 1:
-        raise argparse.ArgumentTypeError(f"--hidden {text!r}: sizes must be positive integers")
+    if not sizes or min(sizes) < 1 or max(sizes) > LARGEST:
+        raise argparse.ArgumentTypeError(
+            f"--hidden {_shown(text)}: sizes must be positive integers (at most {LARGEST})"
+        )
     return sizes
 
 
@@ -82,17 +95,41 @@ def _threads(text: str):
     return _positive(int)(text)
 
 
-def _positive(kind):
+#: The largest integer an option takes: what the array libraries can hold as a size (int64).
+LARGEST = 2**63 - 1
+
+
+def _positive(kind, least=None):
+    """A parser of positive numbers of ``kind`` (int or float); of ints of at least ``least``."""
+
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not (math.isfinite(value) and value > 0):
-            raise argparse.ArgumentTypeError(f"{text!r} must be positive")
+            raise argparse.ArgumentTypeError(f"{_shown(text)} is not a number") from None
+        if kind is int:
+            low = 1 if least is None else least
+            if not low <= value <= LARGEST:
+                raise argparse.ArgumentTypeError(
+                    f"{_shown(text)} must be an integer from {low} to {LARGEST}"
+                )
+        elif not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"{_shown(text)} must be positive")
         return value
 
     return parse
+
+
+def _shown(text: str) -> str:
+    """``text`` quoted, cut to a readable length (a number of 400 digits)."""
+    return repr(text) if len(text) <= 40 else repr(text[:20] + "..." + text[-8:])
+
+
+def _file(text: str) -> Path:
+    """An output file's name: not empty, not a directory's."""
+    if text.strip() in ("", ".", "..") or text.endswith(("/", os.sep)) or Path(text).name == "..":
+        raise argparse.ArgumentTypeError(f"{text!r} names a directory, not a file")
+    return Path(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"portnet {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def backend_options(p):
+    def backend_options(p, data=True):
         p.add_argument(
             "--backend",
             choices=_backend.BACKENDS,
@@ -115,12 +152,21 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--dtype",
             choices=_backend.DTYPES,
-            help="float dtype (default: $PORTNET_DTYPE or float32)",
+            help="float dtype (default: $PORTNET_DTYPE or float32; float16 and bfloat16 for "
+            "evaluation: float16 on numpy, torch, jax, cupy, bfloat16 on torch, jax)",
         )
+        if not data:
+            return
         p.add_argument("--dataset", choices=LOADERS, default="mnist")
         p.add_argument(
             "--data-dir",
             help="directory of the four IDX files (default: $PORTNET_DATA_DIR or the cache)",
+        )
+        p.add_argument(
+            "--verbose",
+            "-v",
+            action="store_true",
+            help="log the details on stderr (each mirror a download tried, and why it failed)",
         )
 
     train = commands.add_parser("train", help="train a network and report accuracy per epoch")
@@ -148,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--epochs", type=_positive(int), help="epochs (default: 10; simple-conv 5, deep-conv 8)"
     )
     train.add_argument("--batch-size", type=_positive(int), default=100)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=_positive(int, least=0), default=0)
     train.add_argument(
         "--limit",
         type=_positive(int),
@@ -173,13 +219,36 @@ def build_parser() -> argparse.ArgumentParser:
         "N for runs that repeat to the last digit",
     )
     train.add_argument(
-        "--save", type=Path, help="write the trained network to this .npz checkpoint"
+        "--save",
+        type=_file,
+        help="write a training checkpoint to this .npz after every epoch (atomically): the "
+        "network, the optimizer's and generators' states, the history, the settings; evaluate "
+        "reads it, --resume continues it",
     )
     train.add_argument(
-        "--plot", type=Path, help="write the learning curves to this PNG (needs matplotlib)"
+        "--resume",
+        type=Path,
+        metavar="RUN.npz",
+        help="continue the run of this training checkpoint, with its settings (options given must "
+        "match them; --epochs may extend it), saving to the same file unless --save says otherwise",
     )
     train.add_argument(
-        "--overwrite", action="store_true", help="replace existing --save/--plot files"
+        "--log", type=Path, metavar="FILE.csv", help="append each epoch's figures to this CSV file"
+    )
+    train.add_argument(
+        "--tensorboard",
+        type=Path,
+        metavar="DIR",
+        help="write TensorBoard event files to DIR (needs tensorboardX)",
+    )
+    train.add_argument(
+        "--plot",
+        type=_file,
+        help="write the learning curves to this PNG, or to the format its suffix names (.pdf, "
+        ".svg, ...; needs matplotlib)",
+    )
+    train.add_argument(
+        "--overwrite", action="store_true", help="replace existing --save/--plot/--log files"
     )
     train.add_argument(
         "--progress",
@@ -210,7 +279,27 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--limit", type=_positive(int), metavar="N", help="evaluate on the first N test images only"
     )
+    evaluate.add_argument(
+        "--plot-misclassified",
+        type=Path,
+        metavar="FILE.png",
+        help="draw the first 20 misclassified test digits with their predicted and true labels "
+        "(the book's ch. 8 figure)",
+    )
+    evaluate.add_argument(
+        "--plot-confusion", type=Path, metavar="FILE.png", help="draw the confusion matrix"
+    )
+    evaluate.add_argument("--overwrite", action="store_true", help="replace existing PNG files")
     backend_options(evaluate)
+
+    summary = commands.add_parser(
+        "summary", help="a model's layers, output shapes and parameter counts (as Keras's)"
+    )
+    summary.add_argument("--model", choices=MODELS, default="multi-layer")
+    summary.add_argument(
+        "--hidden", type=_hidden, help="hidden layer sizes of the fully connected models"
+    )
+    backend_options(summary, data=False)
 
     commands.add_parser("info", help="backends usable here, devices and versions")
 
@@ -227,8 +316,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """The command: its exit status. Its lines never fail (a name a stream cannot encode is
+    escaped, a closed stream is skipped: the run's result is kept), and the first SIGINT or
+    SIGTERM stops it (files being written are finished first) while those that follow are
+    ignored."""
+    _open_closed_descriptors()
+    streams = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Stream(sys.stdout), _Stream(sys.stderr)
+    details = logging.StreamHandler(sys.stderr)
+    logger = logging.getLogger("portnet")
+    logger.addHandler(details)
+    try:
+        return _main(argv)
+    finally:
+        logger.removeHandler(details)
+        logger.setLevel(logging.NOTSET)
+        sys.stdout, sys.stderr = streams
+
+
+def _main(argv) -> int:
     args = build_parser().parse_args(argv)
-    previous = signal.signal(signal.SIGTERM, _terminate)  # so that partial files are removed
+    if getattr(args, "verbose", False):
+        logging.getLogger("portnet").setLevel(logging.INFO)
+    interrupted = []
+    previous = {sig: signal.signal(sig, _stopper(interrupted)) for sig in _STOPPING}
     try:
         if args.command == "info":
             return _info()
@@ -236,12 +347,15 @@ def main(argv=None) -> int:
             from . import search
 
             return search.main(args)
+        if getattr(args, "resume", None) is not None:  # its settings, before the backend's choice
+            given = resume.stated(build_parser(), sys.argv[1:] if argv is None else argv)
+            args.resumed = resume.prepare(args, given)
         name = args.backend or os.environ.get("PORTNET_BACKEND") or "numpy"
         device = args.device if args.device or args.backend else os.environ.get("PORTNET_DEVICE")
         chosen = _backend.set_backend(name, device or None, args.dtype)
         if getattr(args, "threads", "auto") != "auto":
             fit_threads("torch" if chosen.name == "torch" else "numpy", args.threads)
-        return _train(args) if args.command == "train" else _evaluate(args)
+        return {"train": _train, "evaluate": _evaluate, "summary": _summary}[args.command](args)
     except (
         PortnetError,
         OSError,
@@ -252,11 +366,77 @@ def main(argv=None) -> int:
         print("portnet: interrupted", file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if not interrupted:  # else the process is ending: later signals stay ignored
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
-def _terminate(signum, frame):
-    raise SystemExit(128 + signum)
+#: The signals that stop the command: SIGINT as KeyboardInterrupt, SIGTERM as SystemExit(143).
+_STOPPING = (signal.SIGINT, signal.SIGTERM)
+
+
+def _stopper(interrupted: list):
+    def stop(signum, frame):
+        for sig in _STOPPING:
+            signal.signal(sig, signal.SIG_IGN)
+        interrupted.append(signum)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
+
+    return stop
+
+
+def _open_closed_descriptors() -> None:
+    """Open /dev/null on a standard descriptor the process started without, so that no file
+    opened later takes its number (and what a library writes to stderr goes into the file)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
+class _Stream(io.TextIOBase):
+    """A standard stream for the command's lines: what its encoding cannot write is escaped, and
+    once writing fails (a closed pipe, a full disk) it is dropped (pointed at /dev/null)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text):
+        if self.stream is not None:
+            encoding = getattr(self.stream, "encoding", None) or "utf-8"
+            try:
+                self.stream.write(text.encode(encoding, "backslashreplace").decode(encoding))
+            except (OSError, ValueError):  # ValueError: a closed file
+                self._drop()
+        return len(text)
+
+    def flush(self):
+        if self.stream is not None:
+            try:
+                self.stream.flush()
+            except (OSError, ValueError):
+                self._drop()
+
+    def isatty(self):
+        return self.stream is not None and self.stream.isatty()
+
+    def __getattr__(self, name):  # encoding, fileno, ... of the stream
+        return getattr(self.stream, name)
+
+    def _drop(self):
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self.stream.fileno())  # the interpreter's last flush finds it
+            os.close(null)
+        except (OSError, ValueError):
+            pass
+        self.stream = None
 
 
 def _one_line(exc) -> str:
@@ -278,16 +458,37 @@ def _train(args) -> int:
         raise InputError(
             f"--model two-layer takes one hidden size, got --hidden {','.join(map(str, hidden))}"
         )
+    chosen, lr = _backend.active(), args.lr or DEFAULT_LR[args.optimizer]
+    if is_half(chosen.dtype):
+        half = _backend.dtype_name(chosen.dtype)
+        raise InputError(
+            f"--dtype {half} is for inference and evaluation (portnet evaluate --dtype {half}); "
+            f"train in float32 or float64"
+        )
+    settings = {key: getattr(args, key) for key in resume.SETTINGS}
+    settings.update(hidden=hidden, lr=lr, epochs=epochs, backend=chosen.name)
+    settings.update(device=str(chosen.device), dtype=_backend.dtype_name(chosen.dtype))
+    settings.update({key: None if getattr(args, key) is None else str(getattr(args, key))
+                     for key in ("log", "tensorboard")})
+    saved, state = getattr(args, "resumed", (None, None))
+    if saved is not None:
+        resume.check(args.resume, saved, settings, state["epoch"])
     save, plot = _outputs(args)
+    checkpoint = None if save is None else TrainingCheckpoint(save, settings, overwrite=True)
+    callbacks = [
+        *([CSVLogger(args.log)] if args.log is not None else []),
+        *([TensorBoard(args.tensorboard)] if args.tensorboard is not None else []),
+        *([checkpoint] if checkpoint is not None else []),
+    ]
     net = _network(args.model, hidden, seed=args.seed, random_source=args.random_source,
                    weight_decay=args.weight_decay or 0)
+    _check_training_memory(net, args)
     (x_train, t_train), (x_test, t_test) = LOADERS[args.dataset](
         flatten=not conv, data_dir=args.data_dir
     )
     if args.limit is not None:
         n = min(args.limit, x_train.shape[0])
         x_train, t_train = x_train[:n, ...], t_train[:n, ...]
-    lr = args.lr or DEFAULT_LR[args.optimizer]
     sampled = (
         "" if args.limit is None else f" (first {min(args.limit, x_test.shape[0])} test images)"
     )
@@ -302,22 +503,38 @@ def _train(args) -> int:
         optimizer=make_optimizer(args.optimizer, lr=lr),
         evaluate_sample_num_per_epoch=args.limit,
         verbose=False,
-        callbacks=[EpochLine(sampled)],
+        callbacks=[*callbacks, EpochLine(sampled)],
         progress=progress.wanted(args.progress),
         seed=args.seed,
         random_source=args.random_source,
         tune_threads=args.threads == "auto",
     )
+    if state is not None:
+        trainer.load_state_dict(state)
     print(
         f"portnet: {net} on {args.dataset} ({x_train.shape[0]} train, {x_test.shape[0]} test), "
         f"{args.optimizer} lr={lr}, batch {args.batch_size}, {_count(epochs, 'epoch')} of "
         f"{_count(trainer.iter_per_epoch, 'step')}",
         flush=True,
     )
+    if state is not None:
+        print(f"portnet: resuming {args.resume} after epoch {trainer.current_epoch}", flush=True)
+        if trainer.current_epoch >= epochs:
+            print(f"portnet: {args.resume} holds all {epochs} epochs; --epochs N trains more")
+            return 0
     start = time.perf_counter()
-    # NumPy's floating-point warnings would print before the divergence guard's one-line error
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        trainer.train()
+    try:
+        # NumPy's floating-point warnings would print before the divergence guard's one-line error
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            trainer.train()
+    except (KeyboardInterrupt, SystemExit) as exc:
+        status = 130 if isinstance(exc, KeyboardInterrupt) else exc.code
+        if status not in (130, 128 + signal.SIGTERM):
+            raise
+        what = "interrupted" if status == 130 else "terminated"
+        print(f"portnet: {what} in epoch {trainer.current_epoch + 1}; {_kept(save)}",
+              file=sys.stderr)
+        return status
     total = time.perf_counter() - start
     print(
         f"portnet: test accuracy {trainer.test_acc_list[-1]:.4f}{sampled}, train accuracy "
@@ -325,12 +542,38 @@ def _train(args) -> int:
         flush=True,
     )
     if save is not None:
-        print(f"portnet: saved {save_checkpoint(net, save, overwrite=args.overwrite)}")
+        print(f"portnet: saved {save} (a training checkpoint: --resume {save} trains on)")
     if plot is not None:
         limited = "" if args.limit is None else f", --limit {args.limit}"
-        _plot(trainer, plot, f"{net} on {args.dataset}, {args.optimizer} lr={lr}{limited}")
+        _plot(
+            trainer,
+            plot,
+            f"{net} on {args.dataset}, {args.optimizer} lr={lr}{limited}",
+            overwrite=args.overwrite,
+        )
         print(f"portnet: wrote {plot}")
     return 0
+
+
+def _kept(save) -> str:
+    """Where the last complete epoch is, for the line an interrupted run ends with."""
+    if save is None:
+        return "nothing was saved (--save FILE keeps every epoch)"
+    try:
+        epoch = read_training_checkpoint(save)[1]["epoch"]
+    except PortnetError:
+        return f"no epoch is saved in {save}"
+    return f"epoch {epoch} is saved in {save}; continue with: portnet train --resume {save}"
+
+
+def _check_training_memory(net, args) -> None:
+    """Refuse, before the data are loaded, a run this machine cannot hold: the network's training
+    with the optimizer's state, and the dataset (its pixels, and as floats)."""
+    check_memory(
+        f"training {net!r} in batches of {args.batch_size} with {args.optimizer}",
+        net.memory_needed(args.batch_size, len(OPTIMIZERS[args.optimizer].slots))
+        + 70_000 * 784 * (1 + 8),
+    )
 
 
 def _network(model, hidden, *, seed, random_source="native", activation="relu", dtype=None, weight_decay=0):
@@ -373,17 +616,22 @@ def _epoch_times(times) -> str:
 def _outputs(args):
     """--save and --plot as they will be written, checked before any training."""
     save = checkpoint_path(args.save) if args.save is not None else None
-    plot = args.plot
+    plot = None if args.plot is None else _plot_name(args.plot)
     if save is not None and plot is not None and save.resolve() == plot.resolve():
         raise InputError(f"--save and --plot both name {save}; give them different files")
-    for path in (save, plot):
+    if args.log is not None and args.log.resolve() in {p.resolve() for p in (save, plot) if p}:
+        raise InputError(f"--log names {args.log}, which --save or --plot writes too")
+    resumed = None if args.resume is None else checkpoint_path(args.resume).resolve()
+    for path in (save, plot, args.log):
         if path is not None:
+            # a resumed run replaces its own checkpoint and appends to its own log
+            own = resumed is not None and (path is args.log or path.resolve() == resumed)
             try:
-                check_writable(path, args.overwrite)
+                check_writable(path, args.overwrite or own)
             except FileExistsError:
                 raise FileExistsError(f"{path} exists; pass --overwrite to replace it") from None
     if plot is not None:
-        _import_pyplot()  # fail before training, not after
+        _check_plot_format(plot)  # fail before training, not after
     return save, plot
 
 
@@ -405,6 +653,19 @@ class EpochLine(Callback):
 
 def _evaluate(args) -> int:
     path = args.checkpoint
+    pictures = {
+        "--plot-misclassified": args.plot_misclassified,
+        "--plot-confusion": args.plot_confusion,
+    }
+    for option, png in pictures.items():
+        if png is not None:
+            try:
+                check_writable(png, args.overwrite)
+            except FileExistsError:
+                raise FileExistsError(f"{png} exists; pass --overwrite to replace it") from None
+            report.check_plotting(option)
+    if None not in pictures.values() and len({p.resolve() for p in pictures.values()}) == 1:
+        raise InputError(f"--plot-misclassified and --plot-confusion both name {args.plot_confusion}")
     if path.suffix == ".pkl":
         if args.model is None:
             raise InputError(
@@ -421,7 +682,7 @@ def _evaluate(args) -> int:
             raise InputError(
                 f"--model applies to the book's .pkl files; the checkpoint {path} names its own network"
             )
-        net = load_checkpoint(path, dtype=args.dtype)
+        net = load_checkpoint(path, dtype=args.dtype or os.environ.get("PORTNET_DTYPE") or None)
     conv = isinstance(net, (SimpleConvNet, DeepConvNet))
     x_test, t_test = load_split(args.dataset, "test", flatten=not conv, data_dir=args.data_dir)
     if args.limit is not None:
@@ -429,9 +690,28 @@ def _evaluate(args) -> int:
             x_test[: min(args.limit, x_test.shape[0]), ...],
             t_test[: min(args.limit, t_test.shape[0]), ...],
         )
+    result = report.evaluate(net, x_test, t_test)
     print(
-        f"portnet: {net}: test accuracy {net.accuracy(x_test, t_test):.4f} on {args.dataset} ({x_test.shape[0]} images)"
+        f"portnet: {net}: test accuracy {result.accuracy:.4f} on {args.dataset} ({x_test.shape[0]} images)"
     )
+    print("\n".join(result.lines()))
+    title = f"{net!r} on {args.dataset}"
+    if args.plot_misclassified is not None:
+        drawn = report.plot_misclassified(result, x_test, args.plot_misclassified, title)
+        print(f"portnet: wrote {args.plot_misclassified} ({drawn} misclassified digits)")
+    if args.plot_confusion is not None:
+        report.plot_confusion(result, args.plot_confusion, title)
+        print(f"portnet: wrote {args.plot_confusion}")
+    return 0
+
+
+def _summary(args) -> int:
+    hidden, _ = MODELS[args.model]
+    if hidden is None and args.hidden:
+        raise InputError(
+            f"--hidden applies to the fully connected models, not --model {args.model}"
+        )
+    _network(args.model, args.hidden or (hidden and _hidden(hidden)), seed=0).summary()
     return 0
 
 
@@ -464,7 +744,10 @@ def _info() -> int:
         print(f"active: none ({_one_line(exc)})")
     for name, status in _backend.available_backends().items():
         print(f"  {name:<17} {status}")
-    print(f"cache directory: {cache_dir()}")
+    try:
+        print(f"cache directory: {cache_dir()}")
+    except DatasetError as exc:
+        print(f"cache directory: none ({_one_line(exc)})")
     return 0
 
 
@@ -476,10 +759,44 @@ def _import_pyplot():
         import matplotlib.pyplot as plt
     except ImportError:
         raise MissingDependencyError("--plot needs matplotlib: pip install matplotlib") from None
+    except ValueError:  # matplotlib's import refuses an unknown $MPLBACKEND
+        if "MPLBACKEND" not in os.environ:
+            raise
+        raise InputError(
+            f"MPLBACKEND={os.environ['MPLBACKEND']!r} names no matplotlib backend; unset it "
+            f"(portnet draws its plots with Agg)"
+        ) from None
     return plt
 
 
-def _plot(trainer, path: Path, title: str) -> None:
+def _plot_name(path: Path) -> Path:
+    """``path``, with the ``.png`` suffix matplotlib gives a name that has none."""
+    return path if path.suffix else path.with_name(path.name + ".png")
+
+
+def _check_plot_format(path: Path) -> None:
+    """Refuse, before training, a suffix matplotlib does not write, or cannot here (a format
+    whose library is missing): an empty figure is drawn in it."""
+    plt = _import_pyplot()
+    fmt, fig = path.suffix[1:].lower(), plt.figure(figsize=(1, 1))
+    try:
+        formats = fig.canvas.get_supported_filetypes()
+        if fmt not in formats:
+            raise InputError(
+                f"--plot {path}: matplotlib does not write .{fmt} files; name one of "
+                f"{', '.join('.' + f for f in sorted(formats))}"
+            )
+        try:
+            fig.savefig(io.BytesIO(), format=fmt)
+        except Exception as exc:  # the format's own library or tool (Pillow, LaTeX) is missing
+            raise MissingDependencyError(
+                f"--plot {path}: .{fmt} files cannot be written here ({_one_line(exc)})"
+            ) from None
+    finally:
+        plt.close(fig)
+
+
+def _plot(trainer, path: Path, title: str, overwrite=False) -> None:
     """Accuracy per epoch and the loss, raw and smoothed (the book's smooth_curve, ch. 6.1.8),
     on the same axis of epochs: the book's figures 4-11 and 4-12 side by side."""
     plt = _import_pyplot()
@@ -505,7 +822,9 @@ def _plot(trainer, path: Path, title: str) -> None:
     loss.legend(loc="upper right")
     fig.suptitle(title)
     fig.tight_layout()
-    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    write_atomic(
+        path, lambda f: fig.savefig(f, format=path.suffix[1:].lower(), dpi=110), overwrite=overwrite
+    )
     plt.close(fig)
 
 

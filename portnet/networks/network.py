@@ -17,7 +17,7 @@ import math
 
 from .. import backend as _backend
 from ..arrays import dtype_name, library_name, namespace_of, to_numpy
-from ..checks import same_samples
+from ..checks import check_memory, same_samples, size_text
 from ..errors import ArrayTypeError, CheckpointError, InputError
 from ..functions import check_labels, check_targets, labels_of
 from ..gradient import numerical_gradient as _numerical_gradient
@@ -29,6 +29,7 @@ from ..persistence import (
 )
 from ..precision import to_device
 from ..randomness import host_rng, random_normal
+from ..summary import lines as summary_lines
 
 
 class Network:
@@ -58,23 +59,26 @@ class Network:
 
     # ------------------------------------------------------------------ the book's API
     def predict(self, x, train_flg=False):
-        """Scores before the softmax (the book's predict)."""
-        self._own(x, "x")
+        """Scores before the softmax (the book's predict). ``x``: an array of the network's library
+        (or a list, as the book's NumPy code takes) of any real dtype, computed in the network's."""
+        return self._predict(self._input(x, "x"), train_flg)
+
+    def _predict(self, x, train_flg):
+        self._check_batch(x.shape[0], train_flg)
         for layer in self.layer_list():
             x = layer.forward(x, train_flg)
         return x
 
     def loss(self, x, t, train_flg=False):
         """Cross-entropy of softmax(predict(x)) against ``t``, plus the weight decay."""
-        self._check(x, t)
+        x, t = self._check(x, t)
         return self._loss(x, t, train_flg)
 
     def accuracy(self, x, t, batch_size=None) -> float:
         """Fraction of samples whose highest score is the label (one-hot or integer ``t``),
         predicted ``batch_size`` rows at a time (default: the network's ``accuracy_batch_size``)."""
-        xp = self._own(x, "x")
-        self._own(t, "t")
-        n = same_samples("accuracy", x, t)
+        x, t = self._check(x, t, labels=False)
+        xp, n = self.xp, x.shape[0]
         labels = labels_of(xp, (n, self.output_size), t, "accuracy")
         check_labels(xp, labels, self.output_size)
         step = self.accuracy_batch_size if batch_size is None else int(batch_size)
@@ -83,9 +87,9 @@ class Network:
         correct = 0
         for start in range(0, n, step):
             stop = min(start + step, n)  # the standard leaves out-of-range stops undefined
-            y = self.predict(x[start:stop, ...], train_flg=False)
+            y = self._predict(x[start:stop, ...], train_flg=False)
             correct = correct + xp.count_nonzero(xp.argmax(y, axis=1) == labels[start:stop])
-        return int(correct) / n if n else 0.0
+        return int(correct) / n
 
     def numerical_gradient(self, x, t):
         """Gradients by central differences (ch. 4.4.2): slow, for checking :meth:`gradient`.
@@ -94,7 +98,7 @@ class Network:
         float32 central difference with h = 1e-4 keeps about three digits, and a correct backprop
         would look wrong), and returned in the network's dtype. The parameters and batch-norm
         statistics are restored afterwards."""
-        self._check(x, t)
+        x, t = self._check(x, t)
         xp, dtype = self.xp, self.dtype
         saved, buffers = dict(self.params), self.buffers()
         wide = xp.float64
@@ -128,8 +132,7 @@ class Network:
         The loss stays on the device (no sync). ``check=False`` skips the label check, which reads
         two numbers back from the device: the Trainer checks its whole dataset once instead.
         """
-        if check:
-            self._check(x, t)
+        x, t = self._check(x, t) if check else (self._input(x, "x"), t)
         loss = self._loss(x, t, train_flg=True)
         layers = self.layer_list()
         dout = self.last_layer.backward(1)
@@ -265,6 +268,12 @@ class Network:
         """What rebuilds this network: its class and constructor arguments."""
         return {"class": type(self).__name__, **self.config}
 
+    def summary(self, print_fn=print) -> None:
+        """Print the layers in order with their output shapes and parameter counts, the total, the
+        dtype and the device, as Keras's ``model.summary()`` (one line per ``print_fn`` call)."""
+        for line in summary_lines(self):
+            print_fn(line)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._shape_text()}, {dtype_name(self.dtype)}, device={self.device})"
 
@@ -283,7 +292,7 @@ class Network:
         ]
 
     def _loss(self, x, t, train_flg):
-        y = self.predict(x, train_flg)
+        y = self._predict(x, train_flg)
         loss = self.last_layer.forward(y, t)
         if self.weight_decay_lambda:
             xp = self.xp
@@ -302,12 +311,71 @@ class Network:
             )
         return found
 
-    def _check(self, x, t):
-        """Library, shapes and label range, with errors that name what is wrong."""
-        self._own(x, "x")
-        self._own(t, "t")
-        same_samples(type(self).__name__, x, t)
-        check_targets(namespace_of(x, t), (x.shape[0], self.output_size), t)
+    def _input(self, a, what):
+        """``a`` as the network computes with it: a list made an array, real numbers cast to the
+        network's dtype (as NumPy would promote them, but the same on every backend)."""
+        a = self._array(a, what)
+        if a.dtype != self.dtype:
+            if not self.xp.isdtype(a.dtype, ("bool", "integral", "real floating")):
+                raise ArrayTypeError(f"{what} holds {dtype_name(a.dtype)} values, not real numbers")
+            a = self.xp.astype(a, self.dtype)
+        return a
+
+    def _array(self, a, what):
+        """``a``, an array of this network's library, or a list or tuple made one."""
+        if isinstance(a, (list, tuple)):
+            try:
+                a = self.xp.asarray(a, device=self.device)
+            except (ValueError, TypeError) as exc:
+                raise ArrayTypeError(
+                    f"{what}: a list that is not an array of numbers ({exc})"
+                ) from None
+        self._own(a, what)
+        return a
+
+    def _check(self, x, t, labels=True):
+        """``(x, t)`` as the network computes with them, after checking library, shapes, that the
+        batch is not empty and (``labels``) the label range, with errors that name what is wrong."""
+        x, t = self._input(x, "x"), self._array(t, "t")
+        if same_samples(type(self).__name__, x, t) == 0:
+            raise InputError(f"{type(self).__name__}: an empty batch (x of shape {tuple(x.shape)})")
+        if labels:
+            check_targets(namespace_of(x, t), (x.shape[0], self.output_size), t)
+        return x, t
+
+    # ------------------------------------------------------------------ memory
+    def memory_needed(self, batch_size, optimizer_slots=0) -> int:
+        """Bytes that training on mini-batches of ``batch_size`` holds at once, estimated from the
+        shapes: the parameters, their gradients, ``optimizer_slots`` arrays like them (Adam's 2)
+        and the divergence guard's two copies; a batch's activations and im2col windows, forward
+        and backward, or an evaluation pass of ``accuracy_batch_size`` rows if that is more."""
+        parameters = self._sizes.parameters * self._itemsize()
+        return (4 + optimizer_slots) * parameters + max(
+            self._activations(batch_size, True), self._activations(self.accuracy_batch_size, False)
+        )
+
+    def _check_size(self, what, sizes):
+        """Refuse a network of more than :data:`MAX_PARAMETERS` parameters, or one this machine
+        cannot hold with its gradients and one sample's pass, before any of it is allocated."""
+        check_parameter_count(what, sizes.parameters)
+        self._sizes = sizes
+        check_memory(what, 2 * sizes.parameters * self._itemsize() + self._activations(1, True))
+
+    def _check_batch(self, n, train):
+        sizes = getattr(self, "_sizes", None)  # None: a network that did not count its sizes
+        if sizes is not None:
+            check_memory(
+                f"a pass of {n:,} samples through {self!r} (fewer at a time would fit: accuracy "
+                f"takes a batch_size)",
+                self._activations(n, train),
+            )
+
+    def _activations(self, n, train) -> int:
+        sizes = self._sizes
+        return n * (sizes.kept + 2 * sizes.largest if train else sizes.kept) * self._itemsize()
+
+    def _itemsize(self) -> int:
+        return self.xp.finfo(self.dtype).bits // 8
 
 
 def init_scale(weight_init_std, fan_in) -> float:
@@ -338,6 +406,21 @@ def check_parameter_count(what, count) -> None:
     """Refuse a network of more than :data:`MAX_PARAMETERS` parameters before allocating it."""
     if count > MAX_PARAMETERS:
         raise InputError(
-            f"{what} would have {count:,} parameters ({4 * count / 2**30:.1f} GiB in float32); "
+            f"{what} would have {count:,} parameters ({size_text(4 * count)} in float32); "
             f"portnet allows at most {MAX_PARAMETERS:,}"
         )
+
+
+class Sizes:
+    """A network's sizes, counted from its shapes before anything is allocated: its parameters,
+    the values per sample a forward pass keeps (activations, masks, im2col windows) and the
+    largest of them (a backward pass holds about two more that large)."""
+
+    def __init__(self):
+        self.parameters = self.kept = self.largest = 0
+
+    def add(self, parameters=0, values=(), kept=True):
+        """A layer's parameters and the arrays of values per sample it makes (and keeps)."""
+        self.parameters += parameters
+        self.kept += sum(values) if kept else 0
+        self.largest = max(self.largest, *values, 0)
