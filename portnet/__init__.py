@@ -7,7 +7,17 @@ follow their inputs whatever the active backend is.
 
 from .arrays import to_numpy
 from .backend import BACKENDS, asarray, backend_info, get_namespace, set_backend, use_backend
-from .callbacks import BookLines, Callback, DivergenceGuard, Evaluation, ProgressBar, ThreadTuner
+from .callbacks import (
+    BookLines,
+    Callback,
+    CSVLogger,
+    DivergenceGuard,
+    Evaluation,
+    ProgressBar,
+    TensorBoard,
+    ThreadTuner,
+    TrainingCheckpoint,
+)
 from .datasets import load_fashion_mnist, load_mnist
 from .errors import (
     ArrayTypeError,
@@ -33,7 +43,7 @@ from .functions import (
     step_function,
 )
 from .gradient import gradient_descent, numerical_diff, numerical_gradient
-from .persistence import load_book_weights, read_pickled_arrays
+from .persistence import load_book_weights, read_pickled_arrays, read_training_checkpoint
 from .layers import (
     Affine,
     BatchNormalization,
@@ -69,12 +79,15 @@ __all__ = [
     "BatchNormalization",
     "BookLines",
     "Callback",
+    "CSVLogger",
     "CheckpointError",
     "DivergenceGuard",
     "Evaluation",
     "MissingDependencyError",
     "ProgressBar",
+    "TensorBoard",
     "ThreadTuner",
+    "TrainingCheckpoint",
     "Convolution",
     "DatasetError",
     "DeepConvNet",
@@ -113,6 +126,7 @@ __all__ = [
     "numerical_diff",
     "numerical_gradient",
     "read_pickled_arrays",
+    "read_training_checkpoint",
     "relu",
     "relu_grad",
     "save_checkpoint",
