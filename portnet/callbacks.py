@@ -27,9 +27,15 @@ from pathlib import Path
 
 from .arrays import dtype_name, is_array, namespace_of, writeable
 from . import progress
-from .errors import InputError, MissingDependencyError, TrainingDiverged
+from .errors import InputError, MissingDependencyError, PortnetError, TrainingDiverged
 from .functions import DELTA
-from .persistence import check_writable, read_bounded, write_atomic, write_training_checkpoint
+from .persistence import (
+    check_writable,
+    read_bounded,
+    read_training_checkpoint,
+    write_atomic,
+    write_training_checkpoint,
+)
 
 
 class Callback:
@@ -271,15 +277,24 @@ class TrainingCheckpoint(Callback):
     ``settings`` written to the training checkpoint ``path`` atomically, replacing the previous
     epoch's (Keras's BackupAndRestore, Chainer's snapshot): a crash or a kill loses at most the
     epoch under way. The file is a checkpoint too (:func:`portnet.load_checkpoint` reads it).
-    An existing file is replaced only with ``overwrite`` (a resumed run's own file is its to
-    replace); ``saved`` is the last epoch written by this run (None before the first)."""
+    An existing file is replaced only with ``overwrite``, or when it holds the state the trainer
+    resumed from (its own run's); ``saved`` is the last epoch this run wrote (None before)."""
 
     def __init__(self, path, settings=None, *, overwrite=False):
         self.path, self.settings, self.overwrite = Path(path), settings or {}, overwrite
         self.saved = None
 
     def on_train_begin(self, trainer):
-        check_writable(self.path, self.overwrite)
+        check_writable(self.path, self.overwrite or self._resumed_from(trainer))
+
+    def _resumed_from(self, trainer) -> bool:
+        if not trainer.current_epoch or not self.path.is_file():
+            return False
+        try:
+            state = read_training_checkpoint(self.path)[1]
+        except PortnetError:
+            return False
+        return (state["epoch"], state["step"]) == (trainer.current_epoch, trainer.current_iter)
 
     def on_epoch_end(self, trainer):
         net = trainer.network

@@ -210,9 +210,12 @@ def test_trainer_state_dict_resumes_exactly(backend, tmp_path):
     meta, state = read_training_checkpoint(tmp_path / "run.npz")
     assert state["epoch"] == 2 and meta["architecture"]["class"] == "MultiLayerNet"
     assert state["history"]["train_loss"] == first.train_loss_list
-    resumed = _resumable_run(3)
+    resumed = _resumable_run(3, [TrainingCheckpoint(tmp_path / "run.npz")])
     resumed.load_state_dict(state)
-    resumed.train()
+    resumed.train()  # on the file it resumed from: replaced, as its own
+    assert read_training_checkpoint(tmp_path / "run.npz")[1]["epoch"] == 3
+    with pytest.raises(FileExistsError):  # a fresh run does not replace it
+        _resumable_run(1, [TrainingCheckpoint(tmp_path / "run.npz")]).train()
     for ours, theirs in ((resumed.network, whole.network),):
         for part in ("params", "buffers"):
             got, want = getattr(ours, part), getattr(theirs, part)
