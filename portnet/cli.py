@@ -100,19 +100,19 @@ LARGEST = 2**63 - 1
 
 
 def _positive(kind, least=None):
-    """A parser of positive numbers of ``kind`` (int or float); of ints of at least ``least``."""
+    """A parser of positive numbers of ``kind`` (int, at most :data:`LARGEST`, or float); of ints
+    of at least ``least`` if given."""
 
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{_shown(text)} is not a number") from None
-        if kind is int:
-            low = 1 if least is None else least
-            if not low <= value <= LARGEST:
-                raise argparse.ArgumentTypeError(
-                    f"{_shown(text)} must be an integer from {low} to {LARGEST}"
-                )
+        if kind is int and value > LARGEST:
+            raise argparse.ArgumentTypeError(f"{_shown(text)} is too large (at most {LARGEST})")
+        if kind is int and least is not None:
+            if value < least:
+                raise argparse.ArgumentTypeError(f"{_shown(text)} must be at least {least}")
         elif not (math.isfinite(value) and value > 0):
             raise argparse.ArgumentTypeError(f"{_shown(text)} must be positive")
         return value
@@ -316,10 +316,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """The command: its exit status. Its lines never fail (a name a stream cannot encode is
-    escaped, a closed stream is skipped: the run's result is kept), and the first SIGINT or
-    SIGTERM stops it (files being written are finished first) while those that follow are
-    ignored."""
+    """The command (``argv``: its arguments, default ``sys.argv[1:]``); returns its exit status.
+
+    Its lines never fail (what a stream cannot encode is escaped, a closed stream is skipped: the
+    run's result is kept). The first SIGINT or SIGTERM stops it (a file being written is finished
+    first) and those that follow are ignored, as they are once the command is done when it runs
+    as the process (``argv`` None); called with ``argv``, it puts the handlers back unless it
+    was interrupted."""
     _open_closed_descriptors()
     streams = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _Stream(sys.stdout), _Stream(sys.stderr)
@@ -366,9 +369,10 @@ def _main(argv) -> int:
         print("portnet: interrupted", file=sys.stderr)
         return 130
     finally:
-        if not interrupted:  # else the process is ending: later signals stay ignored
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+        for sig, handler in previous.items():
+            if argv is None or interrupted:  # the process ends: a late signal is ignored
+                handler = signal.SIG_IGN
+            signal.signal(sig, handler)
 
 
 #: The signals that stop the command: SIGINT as KeyboardInterrupt, SIGTERM as SystemExit(143).

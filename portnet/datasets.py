@@ -3,26 +3,33 @@
 ``load_mnist(normalize, flatten, one_hot_label)`` is the book's (dataset/mnist.py), returning
 arrays of the active backend on its device. The files are looked for in ``data_dir``, else in
 ``PORTNET_DATA_DIR`` (``PORTNET_FASHION_MNIST_DIR`` for Fashion-MNIST, then Debian's
-/usr/share/datasets/fashion-mnist), else in the user cache directory, where missing files are
-downloaded. Every file is checked: gzip stream, IDX header, size, and the SHA-256 of its content,
-and nothing is read or decompressed past the size the IDX format says it has (a gzip bomb stops
-there). A file that fails is reported and left as it is. Parsed arrays are cached (``.npy``, no
-pickle), one per source file (its path, size and time), and a cached array is used only if its
-own SHA-256 (with its IDX header) is the expected one: a tampered cache is parsed again.
+/usr/share/datasets/fashion-mnist), else in the user cache directory (:func:`cache_dir`), where
+missing files are downloaded; a directory the user names is never downloaded into. Every file is
+checked: gzip stream, IDX header, size, and the SHA-256 of its content, and nothing is read or
+decompressed past the size the IDX format says it has (a gzip bomb stops there). A file that
+fails is reported and left as it is. Parsed arrays are cached (``.npy``, no pickle), one per
+source file (the entry of an older version of it is removed), and a cached array is used only if
+its own SHA-256 (with its IDX header) is the expected one: a tampered cache is parsed again.
+Without a cache directory (no home directory) nothing is cached.
 
 Downloads try each mirror in turn (``PORTNET_MNIST_MIRRORS`` / ``PORTNET_FASHION_MNIST_MIRRORS``:
-comma-separated base URLs, tried first): each has an overall deadline and a size cap, and a
-mirror that misbehaves in any way (an HTTP error, a malformed response, a stall, too many bytes,
-a wrong file) is logged and the next one tried.
+comma-separated base URLs, tried first): each has an overall deadline, whatever the server does,
+and a size cap, and a mirror that misbehaves in any way (an HTTP error, a malformed response, a
+stall, too many bytes, a wrong file) is logged (at INFO: ``portnet train --verbose`` shows it)
+and the next one tried.
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import hashlib
 import http.client
 import logging
 import os
+import socket
 import struct
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -146,11 +153,24 @@ def load_split(
 
 
 def cache_dir() -> Path:
-    """Where downloads and parsed arrays go: ``PORTNET_CACHE_DIR``, else $XDG_CACHE_HOME/portnet."""
+    """Where downloads and parsed arrays go: ``PORTNET_CACHE_DIR``, else ``$XDG_CACHE_HOME/portnet``
+    (if absolute: the XDG rules ignore a relative one), else ``~/.cache/portnet``; a
+    :class:`DatasetError` when there is no home directory to find (no ``$HOME``, and a user id
+    without a passwd entry, as a container's)."""
     explicit = os.environ.get("PORTNET_CACHE_DIR")
     if explicit:
         return Path(explicit)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "portnet"
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    if os.path.isabs(xdg):
+        return Path(xdg) / "portnet"
+    home = os.path.expanduser("~")  # left as it is when no home directory is known
+    if not os.path.isabs(home):
+        raise DatasetError(
+            f"no cache directory: $HOME is not set and user {os.getuid()} has no home directory "
+            f"in the passwd database; set PORTNET_CACHE_DIR (or XDG_CACHE_HOME), or point "
+            f"{MNIST.env} at the data"
+        )
+    return Path(home) / ".cache" / "portnet"
 
 
 # --------------------------------------------------------------------------- loading
@@ -188,11 +208,8 @@ def _array(spec, base, data_dir, download) -> np.ndarray:
     if key in _memo:
         return _memo[key]
     magic, shape = _FILES[base]
-    source = hashlib.sha256(repr(key).encode()).hexdigest()[
-        :16
-    ]  # the cache entry of this very file
-    cached = cache_dir() / "parsed" / f"{spec.name}-{base}-{source}.npy"
-    array = read_npy_expecting(cached, shape, np.uint8)
+    cached = _cache_entry(spec, base, key)
+    array = None if cached is None else read_npy_expecting(cached, shape, np.uint8)
     if array is not None and _content_hash(magic, shape, array) != spec.sha256[base]:
         log.warning(
             "portnet: the parsed cache %s does not hold the expected data; parsing %s again",
@@ -202,13 +219,37 @@ def _array(spec, base, data_dir, download) -> np.ndarray:
         array = None
     if array is None:
         array = _parse(path, _read_verified(path, spec.sha256[base], magic, shape), shape)
-        try:
-            write_atomic(cached, lambda f: np.save(f, array, allow_pickle=False))
-        except OSError:
-            pass  # a cache that cannot be written only costs the next load its parse
+        if cached is not None:
+            try:
+                write_atomic(cached, lambda f: np.save(f, array, allow_pickle=False))
+                _remove_older_entries(cached)
+            except OSError:
+                pass  # a cache that cannot be written only costs the next load its parse
     array.setflags(write=False)
     _memo[key] = array
     return array
+
+
+def _cache_entry(spec, base, key) -> Path | None:
+    """The parsed cache of one source file, named by its path and then by its size and time
+    (None without a cache directory)."""
+    try:
+        parsed = cache_dir() / "parsed"
+    except DatasetError:
+        return None
+    source, version = (hashlib.sha256(repr(k).encode()).hexdigest()[:16] for k in (key[0], key[1:]))
+    return parsed / f"{spec.name}-{base}-{source}-{version}.npy"
+
+
+def _remove_older_entries(cached: Path) -> None:
+    """Remove the cache entries of earlier versions of ``cached``'s source file (and those named
+    as portnet 0.2 named them, by path, size and time together)."""
+    stem, source, _ = cached.name.rsplit("-", 2)
+    for entry in cached.parent.glob(glob.escape(stem) + "-*.npy"):
+        parts = entry.name[len(stem) + 1 : -len(".npy")].split("-")
+        if entry != cached and (parts[0] == source or len(parts) == 1):
+            with contextlib.suppress(OSError):
+                entry.unlink()
 
 
 def _content_hash(magic, shape, array) -> str:
@@ -219,19 +260,21 @@ def _content_hash(magic, shape, array) -> str:
 
 
 def _locate(spec, base, data_dir, download) -> Path:
-    """The first directory holding the file (gzip or raw); else download it into one."""
+    """The first directory holding the file (gzip or raw); else download it into the cache (never
+    into a directory the user named)."""
     given = data_dir if data_dir is not None else os.environ.get(spec.env) or None
     if given is not None:
-        dirs = [Path(given)]
-        if not dirs[0].is_dir():
-            origin = "data_dir" if data_dir is not None else spec.env
-            raise DatasetError(
-                f"{spec.name}: the data directory {dirs[0]} ({origin}) does not exist; point it at the "
-                f"directory that holds {base}.gz and the other three files, or leave it unset to "
-                f"download them into {cache_dir() / spec.name}"
-            )
-    else:
-        dirs = [*map(Path, spec.system_dirs), cache_dir() / spec.name]
+        given, origin = Path(given), "data_dir" if data_dir is not None else spec.env
+        for name in (base + ".gz", base):
+            if (given / name).is_file():
+                return given / name
+        problem = "does not exist" if not given.is_dir() else f"holds no {base}(.gz)"
+        raise DatasetError(
+            f"{spec.name}: the data directory {given} ({origin}) {problem}; point it at the "
+            f"directory that holds {base}.gz and the other three files, or leave it unset to "
+            f"download them into {_cache_text(spec)}"
+        )
+    dirs = [*map(Path, spec.system_dirs), cache_dir() / spec.name]
     for d in dirs:
         for name in (base + ".gz", base):
             if (d / name).is_file():
@@ -243,6 +286,13 @@ def _locate(spec, base, data_dir, download) -> Path:
             f"{spec.name}: {base}.gz is not in {', '.join(map(str, dirs))}; put the four files in {where}, or allow download=True"
         )
     return _download(spec, base, target, where)
+
+
+def _cache_text(spec) -> str:
+    try:
+        return str(cache_dir() / spec.name)
+    except DatasetError:
+        return "the cache (PORTNET_CACHE_DIR: there is no home directory here)"
 
 
 def _mirrors(spec) -> list[str]:
@@ -268,22 +318,77 @@ def _download(spec, base, target: Path, where: str) -> Path:
         else:
             write_atomic(dest, lambda f: f.write(data))
             return dest
-        log.warning("portnet: %s: %s; trying the next mirror", url, reason)
-        errors.append(f"{url}: {reason}")
+        log.info("portnet: %s: %s; trying the next mirror", url, reason)
+        errors.append(f"{mirror}: {reason}")
     raise DatasetError(
-        f"{spec.name}: could not download {base}.gz from any mirror ({'; '.join(errors)}). "
-        f"Without network access, put the four files in {where}, or point {spec.env} at them"
+        f"{spec.name}: could not download {base}.gz from any mirror ({'; '.join(errors)}); "
+        f"without network access, put the four files in {where}, or point {spec.env} at them"
     )
 
 
 def _fetch(url: str, limit: int) -> bytes:
     """The body at ``url``: at most ``limit`` bytes, within :data:`DOWNLOAD_DEADLINE` seconds in
-    all (a server that trickles is abandoned), never silent for :data:`DOWNLOAD_TIMEOUT`."""
+    all whatever the server does (a name lookup, headers or a body that trickle), never silent
+    for :data:`DOWNLOAD_TIMEOUT`. The transfer runs in a thread; at the deadline its connections
+    are shut and it is left to end."""
+    done, sockets = {}, []
     deadline = time.monotonic() + DOWNLOAD_DEADLINE
+    worker = threading.Thread(
+        target=_transfer, args=(url, limit, deadline, sockets, done), daemon=True
+    )
+    worker.start()
+    try:
+        worker.join(DOWNLOAD_DEADLINE)
+    finally:
+        if worker.is_alive():
+            for sock in list(sockets):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+    if worker.is_alive():
+        raise DatasetError(f"no complete file within {DOWNLOAD_DEADLINE:.0f} s")
+    if "error" in done:
+        raise done["error"]
+    return done["data"]
+
+
+class _Recorded:
+    """A urllib handler whose connections add their sockets to ``sockets`` once connected."""
+
+    def __init__(self, sockets):
+        super().__init__()
+        self.sockets = sockets
+
+    def do_open(self, http_class, req, **kwargs):
+        sockets = self.sockets
+
+        class Connection(http_class):
+            def connect(self):
+                super().connect()
+                sockets.append(self.sock)
+
+        return super().do_open(Connection, req, **kwargs)
+
+
+class _RecordedHTTP(_Recorded, urllib.request.HTTPHandler):
+    pass
+
+
+class _RecordedHTTPS(_Recorded, urllib.request.HTTPSHandler):
+    pass
+
+
+def _transfer(url, limit, deadline, sockets, done) -> None:
+    """:func:`_fetch`'s thread: the body into ``done['data']``, or the error into ``done['error']``."""
+    try:
+        done["data"] = _read_body(url, limit, deadline, sockets)
+    except Exception as exc:  # handed to the caller, which raises it
+        done["error"] = exc
+
+
+def _read_body(url, limit, deadline, sockets) -> bytes:
     request = urllib.request.Request(url, headers={"User-Agent": "portnet"})
-    with urllib.request.urlopen(
-        request, timeout=min(DOWNLOAD_TIMEOUT, DOWNLOAD_DEADLINE)
-    ) as response:
+    opener = urllib.request.build_opener(_RecordedHTTP(sockets), _RecordedHTTPS(sockets))
+    with opener.open(request, timeout=min(DOWNLOAD_TIMEOUT, DOWNLOAD_DEADLINE)) as response:
         declared = response.headers.get("Content-Length")
         if declared is not None:
             if not declared.strip().isdigit():

@@ -13,7 +13,8 @@ def wanted(choice=None) -> bool:
     no ``\\r`` frames) and tqdm is installed."""
     if choice is not None:
         return bool(choice)
-    return sys.stderr.isatty() and importlib.util.find_spec("tqdm") is not None
+    stream = sys.stderr  # None when the process started with it closed
+    return stream is not None and stream.isatty() and importlib.util.find_spec("tqdm") is not None
 
 
 def bar(total, desc: str, unit: str, **options):

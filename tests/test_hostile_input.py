@@ -7,6 +7,7 @@ import contextlib
 import gzip
 import io
 import json
+import logging
 import os
 import pickle
 import socket
@@ -83,23 +84,18 @@ def test_unwritable_or_impossible_places_are_refused_before_training(tmp_path):
 
 
 def test_atomic_writes_leave_no_part_and_honour_the_umask(tmp_path):
-    stale = tmp_path / f".net.npz.{2**22 + 12345}.abcd.part"  # a process id that cannot be running
-    stale.write_bytes(b"left by a killed save")
-    mine = tmp_path / f".net.npz.{os.getpid()}.efgh.part"  # a live process's: not touched
-    mine.write_bytes(b"in progress")
     previous = os.umask(0o027)
     try:
         pio.write_atomic(tmp_path / "net.npz", lambda f: f.write(b"data"))
     finally:
         os.umask(previous)
-    assert not stale.exists() and mine.exists()
     assert stat.S_IMODE((tmp_path / "net.npz").stat().st_mode) == 0o640
     with pytest.raises(KeyboardInterrupt):
         pio.write_atomic(
             tmp_path / "other.npz",
             lambda f: (f.write(b"half"), (_ for _ in ()).throw(KeyboardInterrupt())),
         )
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["net.npz", mine.name])
+    assert [p.name for p in tmp_path.iterdir()] == ["net.npz"]
 
 
 # --------------------------------------------------------------------------- downloads
@@ -160,6 +156,14 @@ def _trickle(conn, stop):
         time.sleep(0.2)
 
 
+def _trickled_headers(conn, stop):
+    """Headers that never end: one byte every 0.2 s (each read returns before the timeout)."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\n")
+    while not stop.is_set():
+        conn.sendall(b"X")
+        time.sleep(0.2)
+
+
 def _endless(conn, stop):
     conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
     while not stop.is_set():
@@ -191,6 +195,7 @@ def only_mirrors(monkeypatch, tmp_path):
     "bad, reason",
     [
         (_trickle, "no complete file within 2 s"),
+        (_trickled_headers, "no complete file within 2 s"),
         (_endless, "more than the"),
         (_ok(b"x", b"Content-Length: abc\r\n"), "a malformed Content-Length 'abc'"),
         (
@@ -202,11 +207,20 @@ def only_mirrors(monkeypatch, tmp_path):
         (lambda conn, stop: conn.sendall(b"NOT HTTP AT ALL\r\n\r\n"), "BadStatusLine"),
         (_ok(_bomb(10)), "decompresses to more than"),
     ],
-    ids=["trickle", "endless", "bad-length", "huge-length", "bad-status", "gzip-bomb"],
+    ids=[
+        "trickle",
+        "trickled-headers",
+        "endless",
+        "bad-length",
+        "huge-length",
+        "bad-status",
+        "gzip-bomb",
+    ],
 )
 def test_a_misbehaving_mirror_is_abandoned_and_the_next_tried(
     bad, reason, mnist_dir, only_mirrors, tmp_path, caplog
 ):
+    caplog.set_level(logging.INFO, logger="portnet")  # each mirror's failure is a detail
     spec = only_mirrors()
     with serving(bad) as bad_url, serving(_ok(_good_labels(mnist_dir))) as good_url:
         only_mirrors(bad_url, good_url)
@@ -282,7 +296,8 @@ def test_a_tiny_pickle_cannot_ask_for_a_huge_array(tmp_path, in_state):
     path.write_bytes(pickle.dumps({"W": _Huge(in_state)}, protocol=4))
     assert path.stat().st_size < 300
     with pytest.raises(
-        pn.UnsafePickleError, match="1,000,000,000,000 elements|does not match|exceeds the limit"
+        pn.UnsafePickleError,
+        match=r"shape \(1000000000000,\); NumPy starts|exceeds the limit",
     ):
         pn.read_pickled_arrays(path)
 

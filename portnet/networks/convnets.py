@@ -12,7 +12,7 @@ from ..errors import InputError
 from ..layers import Affine, Convolution, Dropout, Pooling, Relu, SoftmaxWithLoss
 from ..randomness import Random
 from ..util import conv_output_size
-from .network import Network, check_parameter_count, init_scale
+from .network import Network, Sizes, init_scale
 
 _CONV_KEYS = ("filter_num", "filter_size", "pad", "stride")
 
@@ -70,6 +70,33 @@ def _pooled(size):
     return conv_output_size(size[0], 2, 2), conv_output_size(size[1], 2, 2)
 
 
+def _count_conv(sizes: Sizes, channels, size, param):
+    """A Convolution and its ReLU: the im2col windows, the output, the ReLU's output (and the
+    padded input while the windows are cut). Returns the filters and output size."""
+    fn, fs, pad, stride = (param[k] for k in _CONV_KEYS)
+    out = (
+        conv_output_size(size[0], fs, stride, pad),
+        conv_output_size(size[1], fs, stride, pad),
+    )
+    padded = channels * (size[0] + 2 * pad) * (size[1] + 2 * pad)
+    windows = out[0] * out[1] * channels * fs * fs
+    sizes.add(fn * channels * fs * fs + fn, (windows, *(fn * out[0] * out[1],) * 2))
+    sizes.add(0, (padded,), kept=False)
+    return fn, out
+
+
+def _count_pool(sizes: Sizes, channels, size):
+    """A 2x2 pooling of stride 2: its windows, the positions of the maxima, the output."""
+    out = _pooled(size)
+    sizes.add(0, (4 * channels * out[0] * out[1], *(channels * out[0] * out[1],) * 2))
+    return out
+
+
+def _count_affine(sizes: Sizes, fan_in, fan_out, arrays):
+    """An Affine and what follows it (ReLU, dropout, softmax): ``arrays`` of its outputs' size."""
+    sizes.add(fan_in * fan_out + fan_out, (fan_out,) * arrays)
+
+
 class SimpleConvNet(_ConvNet):
     """conv - relu - pool - affine - relu - affine - softmax (ch. 7.5); weights
     ``weight_init_std`` x N(0, 1), the pool 2x2 with stride 2; ``layers`` named as the book's
@@ -92,18 +119,14 @@ class SimpleConvNet(_ConvNet):
         input_dim = _input_dim(input_dim)
         hidden_size, output_size = integers("hidden_size/output_size", [hidden_size, output_size])
         scale = init_scale(weight_init_std, 1)
-        conv_out = (
-            conv_output_size(
-                input_dim[1], conv_param["filter_size"], conv_param["stride"], conv_param["pad"]
-            ),
-            conv_output_size(
-                input_dim[2], conv_param["filter_size"], conv_param["stride"], conv_param["pad"]
-            ),
-        )
-        pooled = _pooled(conv_out)
-        flat = conv_param["filter_num"] * pooled[0] * pooled[1]
-        check_parameter_count("this SimpleConvNet", flat * hidden_size + hidden_size * output_size)
+        sizes = Sizes()
+        filters, conv_out = _count_conv(sizes, input_dim[0], input_dim[1:], conv_param)
+        pooled = _count_pool(sizes, filters, conv_out)
+        flat = filters * pooled[0] * pooled[1]
+        _count_affine(sizes, flat, hidden_size, 2)
+        _count_affine(sizes, hidden_size, output_size, 3)
         rng = self._setup(dtype, seed)
+        self._check_size("this SimpleConvNet", sizes)
         self.input_dim, self.output_size = input_dim, output_size
         self.config = {
             "input_dim": list(input_dim),
@@ -166,7 +189,16 @@ class DeepConvNet(_ConvNet):
         ]
         input_dim = _input_dim(input_dim)
         hidden_size, output_size = integers("hidden_size/output_size", [hidden_size, output_size])
+        sizes = Sizes()
+        channels, size = input_dim[0], input_dim[1:]
+        for idx, param in enumerate(conv_params, start=1):
+            channels, size = _count_conv(sizes, channels, size, param)
+            if idx % 2 == 0:
+                size = _count_pool(sizes, channels, size)
+        _count_affine(sizes, channels * size[0] * size[1], hidden_size, 4)
+        _count_affine(sizes, hidden_size, output_size, 5)
         rng = self._setup(dtype, seed)
+        self._check_size("this DeepConvNet", sizes)
         self.input_dim, self.output_size = input_dim, output_size
         self.config = {
             "input_dim": list(input_dim),
@@ -184,7 +216,6 @@ class DeepConvNet(_ConvNet):
                 self.layers.append(Pooling(pool_h=2, pool_w=2, stride=2))
                 size = _pooled(size)
         flat = channels * size[0] * size[1]
-        check_parameter_count("this DeepConvNet", flat * hidden_size)
         dropout_rng = Random(
             self.xp,
             self.device,

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-from ..checks import integers
+from ..checks import fraction, integers, non_negative
 from ..errors import InputError
 from ..layers import Affine, BatchNormalization, Dropout, Relu, Sigmoid, SoftmaxWithLoss
 from ..randomness import Random
-from .network import Network, check_parameter_count, init_scale
+from .network import Network, Sizes, init_scale
 
 
 class MultiLayerNet(Network):
@@ -41,11 +41,12 @@ class MultiLayerNet(Network):
         if dropout_ration is not None:
             dropout_ratio = dropout_ration
         sizes = integers("layer sizes", [input_size, *hidden_size_list, output_size])
-        check_parameter_count(
-            f"a {'-'.join(map(str, sizes))} network",
-            sum(m * n + n for m, n in zip(sizes, sizes[1:])),
-        )
+        non_negative("weight_decay_lambda", weight_decay_lambda)
+        dropout_ratio = fraction("dropout_ratio", dropout_ratio)
         rng = self._setup(dtype, seed)
+        self._check_size(
+            f"a {'-'.join(map(str, sizes))} network", _sizes(sizes, use_batchnorm, use_dropout)
+        )
         self.sizes, self.output_size = sizes, sizes[-1]
         self.config = {
             "input_size": sizes[0],
@@ -92,6 +93,20 @@ class MultiLayerNet(Network):
 
     def _shape_text(self):
         return "-".join(map(str, self.sizes))
+
+
+def _sizes(sizes, batchnorm, dropout) -> Sizes:
+    """Affine (and batch norm: its statistics counted as parameters) and activation (and
+    dropout) per hidden layer, then the last Affine and the softmax."""
+    counted = Sizes()
+    for m, n in zip(sizes[:-2], sizes[1:-1]):
+        counted.add(
+            m * n + n + (4 * n if batchnorm else 0),
+            (n,) * (2 + 3 * bool(batchnorm) + 2 * bool(dropout)),
+        )
+    m, n = sizes[-2:]
+    counted.add(m * n + n, (n, n, n))
+    return counted
 
 
 #: The book's name for the network with weight decay, dropout and batch normalization.

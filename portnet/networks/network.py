@@ -365,9 +365,9 @@ class Network:
         sizes = getattr(self, "_sizes", None)  # None: a network that did not count its sizes
         if sizes is not None:
             check_memory(
-                f"a pass of {n:,} samples through {self!r} (fewer at a time would fit: accuracy "
-                f"takes a batch_size)",
+                f"a pass of {n:,} samples through {self!r}",
                 self._activations(n, train),
+                "; fewer at a time would fit (accuracy takes a batch_size)",
             )
 
     def _activations(self, n, train) -> int:

@@ -143,18 +143,19 @@ def write_atomic(path, write, *, overwrite=True) -> None:
 def _create(tmp, path) -> None:
     """Give the file ``tmp`` the name ``path``, which must not exist, in one step."""
     try:
-        os.link(tmp, path)
+        try:
+            os.link(tmp, path)
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+            # no hard links here (FAT, some network file systems): claim the name, then rename
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            os.replace(tmp, path)
     except FileExistsError:
         raise FileExistsError(
             f"{path} was created by another writer meanwhile and is left as it is; pass "
             f"overwrite=True (--overwrite) to replace it"
         ) from None
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
-            raise
-        # no hard links here (FAT, some network file systems): claim the name, then rename
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        os.replace(tmp, path)
 
 
 @contextlib.contextmanager
@@ -182,8 +183,16 @@ def _signals_held():
         holding[0] = False
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        for sig in dict.fromkeys(caught):
-            signal.raise_signal(sig)
+        _raise(list(dict.fromkeys(caught)))
+
+
+def _raise(signals) -> None:
+    """Raise each of ``signals`` in turn, even if the handler of one raises an exception."""
+    if signals:
+        try:
+            signal.raise_signal(signals[0])
+        finally:
+            _raise(signals[1:])
 
 
 def _handle(handler, signum, frame) -> None:
