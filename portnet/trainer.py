@@ -232,6 +232,11 @@ class Trainer:
         (Keras's BackupAndRestore, Chainer's snapshot); :class:`~portnet.callbacks.TrainingCheckpoint`
         writes it to a file after every epoch."""
         net = self.network
+        if not hasattr(self.optimizer, "state_dict"):
+            raise InputError(
+                f"state_dict() needs one of portnet's optimizers (their state is data), not "
+                f"{type(self.optimizer).__name__}"
+            )
         return {
             "epoch": self.current_epoch,
             "step": self.current_iter,
