@@ -321,7 +321,8 @@ class CSVLogger(Callback):
         self.path = Path(path)
 
     def on_train_begin(self, trainer):
-        kept = [r for r in self._rows() if int(r["epoch"]) <= trainer.current_epoch]
+        epoch = trainer.current_epoch
+        kept = [r for r in self._rows() if int(r["epoch"]) <= epoch] if epoch else []
         text = io.StringIO()
         writer = csv.DictWriter(text, CSV_FIELDS, lineterminator="\n")
         writer.writeheader()

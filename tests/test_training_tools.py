@@ -315,9 +315,13 @@ def test_a_resumed_log_keeps_the_saved_epochs_only(tmp_path):
     assert [r["epoch"] for r in log_rows(log)] == ["1", "2", "3"]
     other = tmp_path / "other.csv"
     other.write_text("a,b\n1,2\n")
+    resumed = _resumable_run(2, [CSVLogger(other)])
+    resumed.load_state_dict(state)
     with pytest.raises(pn.InputError, match="is not a portnet log"):
-        _resumable_run(1, [CSVLogger(other)]).train()
+        resumed.train()
     assert other.read_text() == "a,b\n1,2\n"
+    _resumable_run(1, [CSVLogger(other)]).train()  # a new run starts its log afresh
+    assert [r["epoch"] for r in log_rows(other)] == ["1"]
 
 
 # --------------------------------------------------------------------------- summary
