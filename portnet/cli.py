@@ -404,7 +404,7 @@ def _open_closed_descriptors() -> None:
                 os.close(null)
 
 
-class _Stream(io.TextIOBase):
+class _Stream:
     """A standard stream for the command's lines: what its encoding cannot write is escaped, and
     once writing fails (a closed pipe, a full disk) it is dropped (pointed at /dev/null)."""
 
