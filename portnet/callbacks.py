@@ -107,7 +107,7 @@ class DivergenceGuard(Callback):
         self.stuck = 0
 
     def on_train_begin(self, trainer):
-        self.window, self.good = (trainer.current_iter, _snapshot(trainer.network.params)), None
+        self.window, self.good = (trainer.current_iter, _snapshot(trainer.network)), None
 
     def on_losses(self, trainer, first_step, losses):
         calm = True
@@ -135,7 +135,7 @@ class DivergenceGuard(Callback):
                 )
         if calm:
             self.good = self.window
-        self.window = (trainer.current_iter, _snapshot(trainer.network.params))
+        self.window = (trainer.current_iter, _snapshot(trainer.network))
 
     def on_epoch_end(self, trainer):
         """The last step's update has no loss read after it: the parameters themselves must be
@@ -160,26 +160,33 @@ class DivergenceGuard(Callback):
                 f"{where}: training stopped; no earlier parameters are known to be sound, so the "
                 f"network keeps those training left; try a smaller learning rate"
             )
-        step, params = known
-        _restore(trainer.network.params, params)
+        step, snapshot = known
+        _restore(trainer.network, snapshot)
         raise TrainingDiverged(
             f"{where}; training stopped, parameters restored to those of step {step}; try a "
             f"smaller learning rate"
         )
 
 
-def _snapshot(params) -> dict:
-    """Copies of the parameters (an optimizer may update the arrays in place)."""
-    return {k: namespace_of(v).asarray(v, copy=True) for k, v in params.items()}
+def _snapshot(network) -> tuple[dict, dict]:
+    """Copies of the parameters (an optimizer may update the arrays in place) and of the buffers
+    (batch-norm statistics) of a network that has them."""
+    buffers = network.buffers() if hasattr(network, "buffers") else {}
+    return tuple({k: namespace_of(v).asarray(v, copy=True) for k, v in arrays.items()}
+                 for arrays in (network.params, buffers))
 
 
-def _restore(params: dict, snapshot: dict) -> None:
-    """Put the snapshot back: in place where the arrays allow it (a layer may hold them)."""
-    for key, value in snapshot.items():
-        if writeable(params.get(key)):
-            params[key][...] = value
+def _restore(network, snapshot) -> None:
+    """Put the snapshot back: the parameters in place where the arrays allow it (a layer may
+    hold them), the buffers by :meth:`~portnet.networks.Network.load_buffers`."""
+    params, buffers = snapshot
+    for key, value in params.items():
+        if writeable(network.params.get(key)):
+            network.params[key][...] = value
         else:
-            params[key] = value
+            network.params[key] = value
+    if buffers:
+        network.load_buffers(buffers)
 
 
 class BookLines(Callback):
@@ -285,7 +292,8 @@ class TrainingCheckpoint(Callback):
         self.saved = None
 
     def on_train_begin(self, trainer):
-        check_writable(self.path, self.overwrite or self._resumed_from(trainer))
+        self.replace = self.overwrite or self._resumed_from(trainer)
+        check_writable(self.path, self.replace)
 
     def _resumed_from(self, trainer) -> bool:
         if not trainer.current_epoch or not self.path.is_file():
@@ -299,8 +307,11 @@ class TrainingCheckpoint(Callback):
     def on_epoch_end(self, trainer):
         net = trainer.network
         meta = {"architecture": net.architecture(), "dtype": dtype_name(net.dtype)}
+        # the first write creates the file exclusively unless told to replace it: a concurrent
+        # run saving to the same name fails then, rather than replacing this one's
         write_training_checkpoint(
-            self.path, meta, trainer.state_dict(), self.settings, overwrite=True
+            self.path, meta, trainer.state_dict(), self.settings,
+            overwrite=self.replace or self.saved is not None,
         )
         self.saved = trainer.current_epoch
 

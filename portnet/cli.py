@@ -478,7 +478,7 @@ def _train(args) -> int:
     if saved is not None:
         resume.check(args.resume, saved, settings, state["epoch"])
     save, plot = _outputs(args)
-    checkpoint = None if save is None else TrainingCheckpoint(save, settings, overwrite=True)
+    checkpoint = None if save is None else TrainingCheckpoint(save, settings, overwrite=args.overwrite)
     callbacks = [
         *([CSVLogger(args.log)] if args.log is not None else []),
         *([TensorBoard(args.tensorboard)] if args.tensorboard is not None else []),

@@ -290,9 +290,7 @@ class Trainer:
         self._rng.load_state_dict(state["generators"]["shuffle"], "the shuffle generator")
         for g, saved in zip(generators, state["generators"]["network"]):
             g.load_state_dict(saved, "the network's generator")
-        _restore(net.params, params)
-        if buffers:
-            net.load_buffers(buffers)
+        _restore(net, (params, buffers))
         self.current_epoch, self.current_iter = epoch, step
         history = state["history"]
         self.train_loss_list, self.train_acc_list = (

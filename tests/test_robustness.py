@@ -703,6 +703,22 @@ def test_nan_pixels_stop_training_with_the_weights_restored(backend):
         assert np.array_equal(pn.to_numpy(value), before[key]), key
 
 
+def test_a_divergence_restores_the_batch_norm_statistics_too(mnist):
+    """The running mean and variance a NaN batch wrote are put back with the parameters."""
+    (x_train, t_train), _ = mnist
+    net = pn.MultiLayerNet(784, [20], 10, use_batchnorm=True, seed=0)
+    before = {k: pn.to_numpy(v).copy() for k, v in net.buffers().items()}
+    x = np.array(x_train[:200])
+    x[100:] = np.nan  # the second batch of the shuffled epoch, or the first: either poisons them
+    x, t = pn.asarray(x), pn.asarray(t_train[:200])
+    trainer = pn.Trainer(net, x, t, x, t, epochs=1, mini_batch_size=100, verbose=False, loss_every=1, seed=0)
+    with pytest.raises(pn.TrainingDiverged, match="restored"):
+        trainer.train()
+    for key, value in net.buffers().items():
+        assert np.isfinite(pn.to_numpy(value)).all(), key
+    assert before  # the network has statistics to restore
+
+
 # --------------------------------------------------------------------------- pickles
 def test_a_pickle_of_many_arrays_is_bounded_in_all(tmp_path, monkeypatch):
     monkeypatch.setattr(pickles, "MAX_ELEMENTS", 1000)
@@ -721,3 +737,22 @@ def test_a_pickle_of_many_small_objects_is_bounded(tmp_path):
     with pytest.raises(pn.UnsafePickleError, match="more than 100,000 steps"):
         pn.read_pickled_arrays(path)
     assert time.monotonic() - start < 30
+
+
+def test_a_training_checkpoint_never_replaces_a_concurrent_runs_file(mnist, tmp_path):
+    """Two runs saving to one name: the one whose first epoch ends second fails, the other's file
+    stays as it was written (the first write creates the name exclusively)."""
+    (x_train, t_train), _ = mnist
+    path = tmp_path / "run.npz"
+    x, t = pn.asarray(x_train[:200]), pn.asarray(t_train[:200])
+
+    class OtherRun(pn.Callback):  # the other run saves its epoch while this one trains
+        def on_epoch_begin(self, trainer):
+            path.write_bytes(b"the other run's checkpoint")
+
+    saving = pn.TrainingCheckpoint(path)
+    trainer = pn.Trainer(pn.TwoLayerNet(784, 5, 10, seed=0), x, t, x, t, epochs=1, verbose=False,
+                         callbacks=[OtherRun(), saving])
+    with pytest.raises(FileExistsError):
+        trainer.train()
+    assert path.read_bytes() == b"the other run's checkpoint"
