@@ -13,7 +13,6 @@ line; anything else is a bug in portnet and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import io
 import logging
 import math
 import os
@@ -24,18 +23,17 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, progress, report, resume
+from . import __version__, figures, progress, report, resume
 from . import backend as _backend
 from .callbacks import Callback, CSVLogger, TensorBoard, TrainingCheckpoint
 from .checks import check_memory
 from .datasets import cache_dir, load_fashion_mnist, load_mnist, load_split
-from .errors import CheckpointError, DatasetError, InputError, MissingDependencyError, PortnetError
+from .errors import CheckpointError, DatasetError, InputError, PortnetError
 from .persistence import (
     check_writable,
     checkpoint_path,
     read_pickled_arrays,
     read_training_checkpoint,
-    write_atomic,
 )
 from .precision import is_half
 from .networks import (
@@ -620,7 +618,7 @@ def _epoch_times(times) -> str:
 def _outputs(args):
     """--save and --plot as they will be written, checked before any training."""
     save = checkpoint_path(args.save) if args.save is not None else None
-    plot = None if args.plot is None else _plot_name(args.plot)
+    plot = None if args.plot is None else figures.figure_path(args.plot)
     if save is not None and plot is not None and save.resolve() == plot.resolve():
         raise InputError(f"--save and --plot both name {save}; give them different files")
     if args.log is not None and args.log.resolve() in {p.resolve() for p in (save, plot) if p}:
@@ -635,7 +633,7 @@ def _outputs(args):
             except FileExistsError:
                 raise FileExistsError(f"{path} exists; pass --overwrite to replace it") from None
     if plot is not None:
-        _check_plot_format(plot)  # fail before training, not after
+        figures.check_format(plot)  # fail before training, not after
     return save, plot
 
 
@@ -657,6 +655,9 @@ class EpochLine(Callback):
 
 def _evaluate(args) -> int:
     path = args.checkpoint
+    args.plot_misclassified, args.plot_confusion = (
+        None if p is None else figures.figure_path(p) for p in (args.plot_misclassified, args.plot_confusion)
+    )
     pictures = {
         "--plot-misclassified": args.plot_misclassified,
         "--plot-confusion": args.plot_confusion,
@@ -667,7 +668,7 @@ def _evaluate(args) -> int:
                 check_writable(png, args.overwrite)
             except FileExistsError:
                 raise FileExistsError(f"{png} exists; pass --overwrite to replace it") from None
-            report.check_plotting(option)
+            figures.check_format(png, option)
     if None not in pictures.values() and len({p.resolve() for p in pictures.values()}) == 1:
         raise InputError(f"--plot-misclassified and --plot-confusion both name {args.plot_confusion}")
     if path.suffix == ".pkl":
@@ -701,10 +702,12 @@ def _evaluate(args) -> int:
     print("\n".join(result.lines()))
     title = f"{net!r} on {args.dataset}"
     if args.plot_misclassified is not None:
-        drawn = report.plot_misclassified(result, x_test, args.plot_misclassified, title)
+        drawn = report.plot_misclassified(
+            result, x_test, args.plot_misclassified, title, overwrite=args.overwrite
+        )
         print(f"portnet: wrote {args.plot_misclassified} ({drawn} misclassified digits)")
     if args.plot_confusion is not None:
-        report.plot_confusion(result, args.plot_confusion, title)
+        report.plot_confusion(result, args.plot_confusion, title, overwrite=args.overwrite)
         print(f"portnet: wrote {args.plot_confusion}")
     return 0
 
@@ -755,55 +758,10 @@ def _info() -> int:
     return 0
 
 
-def _import_pyplot():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise MissingDependencyError("--plot needs matplotlib: pip install matplotlib") from None
-    except ValueError:  # matplotlib's import refuses an unknown $MPLBACKEND
-        if "MPLBACKEND" not in os.environ:
-            raise
-        raise InputError(
-            f"MPLBACKEND={os.environ['MPLBACKEND']!r} names no matplotlib backend; unset it "
-            f"(portnet draws its plots with Agg)"
-        ) from None
-    return plt
-
-
-def _plot_name(path: Path) -> Path:
-    """``path``, with the ``.png`` suffix matplotlib gives a name that has none."""
-    return path if path.suffix else path.with_name(path.name + ".png")
-
-
-def _check_plot_format(path: Path) -> None:
-    """Refuse, before training, a suffix matplotlib does not write, or cannot here (a format
-    whose library is missing): an empty figure is drawn in it."""
-    plt = _import_pyplot()
-    fmt, fig = path.suffix[1:].lower(), plt.figure(figsize=(1, 1))
-    try:
-        formats = fig.canvas.get_supported_filetypes()
-        if fmt not in formats:
-            raise InputError(
-                f"--plot {path}: matplotlib does not write .{fmt} files; name one of "
-                f"{', '.join('.' + f for f in sorted(formats))}"
-            )
-        try:
-            fig.savefig(io.BytesIO(), format=fmt)
-        except Exception as exc:  # the format's own library or tool (Pillow, LaTeX) is missing
-            raise MissingDependencyError(
-                f"--plot {path}: .{fmt} files cannot be written here ({_one_line(exc)})"
-            ) from None
-    finally:
-        plt.close(fig)
-
-
 def _plot(trainer, path: Path, title: str, overwrite=False) -> None:
     """Accuracy per epoch and the loss, raw and smoothed (the book's smooth_curve, ch. 6.1.8),
     on the same axis of epochs: the book's figures 4-11 and 4-12 side by side."""
-    plt = _import_pyplot()
+    plt = figures.pyplot()
     fig, (acc, loss) = plt.subplots(1, 2, figsize=(11, 4.2))
     epochs = range(1, len(trainer.train_acc_list) + 1)
     acc.plot(epochs, trainer.train_acc_list, marker="o", label="train acc")
@@ -826,10 +784,7 @@ def _plot(trainer, path: Path, title: str, overwrite=False) -> None:
     loss.legend(loc="upper right")
     fig.suptitle(title)
     fig.tight_layout()
-    write_atomic(
-        path, lambda f: fig.savefig(f, format=path.suffix[1:].lower(), dpi=110), overwrite=overwrite
-    )
-    plt.close(fig)
+    figures.save(fig, path, overwrite=overwrite, dpi=110)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from .arrays import namespace_of, to_numpy
-from .errors import MissingDependencyError
 from .functions import labels_of
-from .persistence import write_atomic
+from . import figures
 
 #: Misclassified digits drawn, as in the book's figure (a 4 x 5 grid).
 MISCLASSIFIED_SHOWN = 20
@@ -72,27 +71,11 @@ def evaluate(network, x, t) -> Report:
     return Report(labels, predicted, confusion.reshape(classes, classes))
 
 
-def _pyplot(option):
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise MissingDependencyError(f"{option} needs matplotlib: pip install matplotlib") from None
-    return plt
-
-
-def check_plotting(option) -> None:
-    """Fail before evaluating, not after, when matplotlib is missing."""
-    _pyplot(option)
-
-
-def plot_misclassified(report: Report, x, path: Path, title: str) -> int:
+def plot_misclassified(report: Report, x, path: Path, title: str, *, overwrite=False) -> int:
     """The book's ch. 8 figure: the first :data:`MISCLASSIFIED_SHOWN` misclassified test images
     in a 4 x 5 grid (gray, ink dark), each titled with its predicted and true label; returns how
     many were drawn."""
-    plt = _pyplot("--plot-misclassified")
+    plt = figures.pyplot("--plot-misclassified")
     shown = report.misclassified[:MISCLASSIFIED_SHOWN]
     xp = namespace_of(x)
     images = [to_numpy(xp.astype(x[int(i), ...], xp.float32)) for i in shown]
@@ -112,15 +95,14 @@ def plot_misclassified(report: Report, x, path: Path, title: str) -> int:
         fontsize=11,
     )
     fig.tight_layout()
-    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))
-    plt.close(fig)
+    figures.save(fig, path, overwrite=overwrite)
     return len(shown)
 
 
-def plot_confusion(report: Report, path: Path, title: str) -> None:
+def plot_confusion(report: Report, path: Path, title: str, *, overwrite=False) -> None:
     """The confusion matrix as a heat map, counts written in the cells: errors coloured on a
     logarithmic scale (a few images against a thousand on the diagonal), the diagonal apart."""
-    plt = _pyplot("--plot-confusion")
+    plt = figures.pyplot("--plot-confusion")
     from matplotlib.colors import LogNorm
 
     m = report.confusion
@@ -159,5 +141,4 @@ def plot_confusion(report: Report, path: Path, title: str) -> None:
     bar.set_ticks(ticks, labels=[str(v) for v in ticks])
     bar.ax.minorticks_off()
     fig.tight_layout()
-    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))
-    plt.close(fig)
+    figures.save(fig, path, overwrite=overwrite)

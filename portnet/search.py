@@ -40,7 +40,8 @@ from . import checks
 from .backend import BACKENDS
 from .errors import InputError, MissingDependencyError, PortnetError, TrainingDiverged
 from .optimizers import OPTIMIZERS
-from .persistence import check_writable, write_atomic
+from . import figures
+from .persistence import check_writable
 
 try:
     import fcntl
@@ -666,10 +667,11 @@ def main(args) -> int:
     env = _where(args)
     threads = checks.integer("--threads", args.threads)
     if args.plot is not None:
+        args.plot = figures.figure_path(args.plot)
         if args.plot.resolve() == (args.results or args.resume or Path(os.devnull)).resolve():
             raise InputError(f"--plot and the results file both name {args.plot}")
         check_writable(args.plot, args.overwrite)
-        _pyplot()  # before the search, not after
+        figures.check_format(args.plot)  # before the search, not after
     with contextlib.ExitStack() as stack:
         if args.resume is not None:
             results = Results.resume(args.resume, given)
@@ -727,7 +729,7 @@ def main(args) -> int:
                 f"portnet: {_trials(len(pending))} in {time.perf_counter() - start:.1f} s",
                 flush=True,
             )
-    _report(search, records, args.plot)
+    _report(search, records, args.plot, args.overwrite)
     return 0
 
 
@@ -808,7 +810,7 @@ def _ranked(records: dict) -> list[dict]:
     )
 
 
-def _report(search, records, plot) -> None:
+def _report(search, records, plot, overwrite=False) -> None:
     """The book's result lines, the best as a ``portnet train`` command, and the figure."""
     ranked = _ranked(records)
     print("=========== Hyper-Parameter Optimization Result ===========")
@@ -832,24 +834,13 @@ def _report(search, records, plot) -> None:
         f"{search.epochs} --batch-size {search.batch_size}"
     )
     if plot is not None:
-        _draw(ranked[:BEST], plot)
+        _draw(ranked[:BEST], plot, overwrite)
         print(f"portnet: wrote {plot}")
 
 
-def _pyplot():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise MissingDependencyError("--plot needs matplotlib: pip install matplotlib") from None
-    return plt
-
-
-def _draw(best: list[dict], path: Path) -> None:
+def _draw(best: list[dict], path: Path, overwrite=False) -> None:
     """The book's figure: a grid of 5 columns, validation accuracy solid, training dashed."""
-    plt = _pyplot()
+    plt = figures.pyplot()
     rows = math.ceil(len(best) / COLUMNS)
     fig = plt.figure(figsize=(12, 2.2 * rows + 0.6))
     for i, r in enumerate(best):
@@ -864,5 +855,4 @@ def _draw(best: list[dict], path: Path) -> None:
         ax.plot(epochs, r["train_acc_list"], "--")
     fig.suptitle("validation (solid) and training (dashed) accuracy per epoch, best first")
     fig.tight_layout()
-    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=100))
-    plt.close(fig)
+    figures.save(fig, path, overwrite=overwrite)

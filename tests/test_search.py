@@ -391,3 +391,16 @@ def test_plot_draws_the_best_trials(serial, mnist_dir, tmp_path):
     status, stdout = search(mnist_dir, "--resume", str(path), "--plot", str(png))
     assert status == 0 and f"portnet: wrote {png}" in stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_plot_is_written_in_its_suffixs_format(mnist_dir, tmp_path):
+    """--plot c.pdf writes a PDF (not PNG bytes); an unknown suffix is refused before the search."""
+    from portnet import cli
+
+    args = ["search", "--workers", "0", "--trials", "2", "--epochs", "1", "--train-size", "250",
+            "--data-dir", str(mnist_dir)]
+    pdf = tmp_path / "best.pdf"
+    assert cli.main([*args, "--results", str(tmp_path / "a.jsonl"), "--plot", str(pdf)]) == 0
+    assert pdf.read_bytes()[:5] == b"%PDF-"
+    assert cli.main([*args, "--results", str(tmp_path / "b.jsonl"), "--plot", str(tmp_path / "c.xyz")]) == 1
+    assert not (tmp_path / "b.jsonl").exists()
