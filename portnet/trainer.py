@@ -26,7 +26,7 @@ from .callbacks import (
     ThreadTuner,
     _restore,
 )
-from .checks import integer, same_samples
+from .checks import check_memory, integer, same_samples
 from .errors import ArrayTypeError, CheckpointError, InputError, TrainingDiverged
 from .functions import check_labels, labels_of
 from .layers import SoftmaxWithLoss
@@ -91,6 +91,10 @@ class Trainer:
                 optimizer, **({"lr": 0.01} if optimizer_param is None else optimizer_param)
             )
         self.optimizer = optimizer
+        if hasattr(network, "memory_needed"):  # portnet's networks: the whole run, before it starts
+            slots = len(getattr(optimizer, "slots", ()))
+            check_memory(f"training {network!r} in batches of {self.batch_size}",
+                         network.memory_needed(self.batch_size, slots))
         self.train_size = x_train.shape[0]
         self.iter_per_epoch = max(self.train_size // self.batch_size, 1)
         self.max_iter = self.epochs * self.iter_per_epoch

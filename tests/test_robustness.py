@@ -756,3 +756,13 @@ def test_a_training_checkpoint_never_replaces_a_concurrent_runs_file(mnist, tmp_
     with pytest.raises(FileExistsError):
         trainer.train()
     assert path.read_bytes() == b"the other run's checkpoint"
+
+
+def test_the_trainer_counts_the_runs_memory_before_it_starts(mnist, monkeypatch):
+    """The optimizer's state and the guard's copies on top of the network: refused up front."""
+    (x_train, t_train), _ = mnist
+    net = pn.MultiLayerNet(784, [1000, 1000], 10, seed=0)  # 1.8M parameters, 7 MB in float32
+    x, t = pn.asarray(x_train[:200]), pn.asarray(t_train[:200])
+    monkeypatch.setenv("PORTNET_MEMORY_LIMIT", "20M")
+    with pytest.raises(pn.InputError, match=r"training MultiLayerNet\(784-1000-1000-10.*in batches of 100 would need"):
+        pn.Trainer(net, x, t, x, t, optimizer="adam", verbose=False)
