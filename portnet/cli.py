@@ -769,7 +769,7 @@ def _plot(trainer, path: Path, title: str, overwrite=False) -> None:
     acc.set(
         xlabel="epochs",
         ylabel="accuracy",
-        ylim=(min(0.8, *trainer.test_acc_list), 1.0),
+        ylim=(min(0.8, *trainer.test_acc_list) - 0.02, 1.0),  # room for the lowest marker
         xticks=list(epochs),
     )
     acc.legend(loc="lower right")
