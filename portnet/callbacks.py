@@ -121,8 +121,12 @@ class DivergenceGuard(Callback):
                     len(trainer.train_loss_list) - len(losses) + step - first_step :
                 ]
             if not math.isfinite(value):
-                known = self.window if step > self.window[0] or self.good is None else self.good
-                self._stop(trainer, f"the loss is {value} at step {step} (epoch {epoch})", known)
+                where = f"the loss is {value} at step {step} (epoch {epoch})"
+                if step > self.window[0] or self.good is not None:
+                    self._stop(trainer, where, self.window if step > self.window[0] else self.good)
+                # nothing sound is known: undo at least what the failing steps did (bad data, or
+                # parameters that were already unsound), and say so
+                self._stop(trainer, where, self.window, sound=False)
             self.stuck = self.stuck + 1 if self.watch_ceiling and value > STUCK_LOSS else 0
             calm = calm and self.stuck == 0
             if self.stuck >= STUCK_STEPS:
@@ -154,7 +158,7 @@ class DivergenceGuard(Callback):
             )
 
     @staticmethod
-    def _stop(trainer, where, known):
+    def _stop(trainer, where, known, sound=True):
         if known is None:
             raise TrainingDiverged(
                 f"{where}: training stopped; no earlier parameters are known to be sound, so the "
@@ -162,6 +166,11 @@ class DivergenceGuard(Callback):
             )
         step, snapshot = known
         _restore(trainer.network, snapshot)
+        if not sound:
+            raise TrainingDiverged(
+                f"{where}; training stopped, parameters restored to those before step {step}, "
+                f"whose own loss was not finite: the data or those parameters are not sound"
+            )
         raise TrainingDiverged(
             f"{where}; training stopped, parameters restored to those of step {step}; try a "
             f"smaller learning rate"

@@ -105,10 +105,12 @@ class Random:
 
     def state_dict(self) -> dict:
         """Where the draws stand, as host data: ``{"source", "host": the NumPy generator's state
-        (JSON data), "native": the library's generator's state (a NumPy array) or None}``. CuPy's
+        (JSON data) where draws come from it, "native": the library's generator's state (a NumPy
+        array) where they come from that}``. CuPy's
         generator gives none (a run drawing from it cannot be resumed exactly)."""
-        native = None if self.native is None else self.native.get_state()
-        return {"source": self.source, "host": _host_state(self._host), "native": native}
+        if self.native is not None:  # the host stream only seeded it: the user's, left alone
+            return {"source": self.source, "host": None, "native": self.native.get_state()}
+        return {"source": self.source, "host": _host_state(self._host), "native": None}
 
     def load_state_dict(self, state: dict, what="the generator") -> None:
         """Continue the draws from :meth:`state_dict`'s ``state`` (``what`` names it in errors)."""
@@ -124,9 +126,10 @@ class Random:
                 f"from the host (--random-source host)"
             )
         try:
-            _set_host_state(self._host, state["host"])
             if self.native is not None:
                 self.native.set_state(state["native"])
+            else:
+                _set_host_state(self._host, state["host"])
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise CheckpointError(
                 f"{what}'s saved state does not fit this generator ({type(exc).__name__}: {exc})"

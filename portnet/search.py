@@ -40,7 +40,7 @@ from . import checks
 from .backend import BACKENDS
 from .errors import InputError, MissingDependencyError, PortnetError, TrainingDiverged
 from .optimizers import OPTIMIZERS
-from . import figures
+from . import backends, figures
 from .persistence import check_writable
 
 try:
@@ -257,16 +257,17 @@ def _thread_limit(threads):
         raise MissingDependencyError(
             "portnet search needs threadpoolctl: pip install threadpoolctl"
         ) from None
-    torch = sys.modules.get("torch")
-    previous = torch.get_num_threads() if torch is not None else None
+    # the library's own pool too (PyTorch's), where it is loaded already
+    loaded = [backends.get(name) for name in backends.NAMES if name in sys.modules]
+    previous = [(a, a.thread_count()) for a in loaded if a.thread_count() is not None]
     try:
-        if torch is not None:
-            torch.set_num_threads(threads)
+        for adapter, _ in previous:
+            adapter.limit_threads(threads)
         with threadpool_limits(limits=threads):
             yield
     finally:
-        if previous is not None:
-            torch.set_num_threads(previous)
+        for adapter, count in previous:
+            adapter.limit_threads(count)
 
 
 # --------------------------------------------------------------------------- the results file

@@ -77,26 +77,42 @@ def usable_cores() -> int:
 
 
 def busy_cores() -> float:
-    """How many cores other programs keep busy now: the processor's counters in /proc/stat over
-    :data:`SAMPLE_SECONDS` (Linux; this process sleeps meanwhile), elsewhere the 1-minute load
-    average."""
+    """How many of this process's cores (its affinity mask) other programs keep busy now: their
+    counters in /proc/stat over :data:`SAMPLE_SECONDS` (Linux; this process sleeps meanwhile),
+    elsewhere the 1-minute load average scaled to those cores."""
     try:
         before = _cpu_times()
         time.sleep(SAMPLE_SECONDS)
         after = _cpu_times()
     except (OSError, ValueError, IndexError):
         try:
-            return os.getloadavg()[0]
+            return os.getloadavg()[0] * usable_cores() / (os.cpu_count() or 1)
         except OSError:
             return 0.0
-    total = sum(after) - sum(before)
-    idle = (after[3] + after[4]) - (before[3] + before[4])  # idle and iowait
-    return (os.cpu_count() or 1) * (total - idle) / total if total > 0 else 0.0
+    busy = 0.0
+    for cpu, now in after.items():
+        if cpu in before:
+            total = sum(now) - sum(before[cpu])
+            idle = (now[3] + now[4]) - (before[cpu][3] + before[cpu][4])  # idle and iowait
+            busy += (total - idle) / total if total > 0 else 0.0
+    return busy
 
 
-def _cpu_times() -> list[int]:
+def _cpu_times() -> dict[int, list[int]]:
+    """Each of this process's cores' time counters (user, nice, system, idle, iowait, ...)."""
+    try:
+        mine = os.sched_getaffinity(0)
+    except AttributeError:
+        mine = None
+    times = {}
     with open("/proc/stat") as f:
-        return [int(v) for v in f.readline().split()[1:9]]
+        for line in f:
+            name, *values = line.split()
+            if name.startswith("cpu") and name[3:].isdigit() and (mine is None or int(name[3:]) in mine):
+                times[int(name[3:])] = [int(v) for v in values[:8]]
+    if not times:
+        raise ValueError("no per-core counters in /proc/stat")
+    return times
 
 
 def thread_pool_of(x):

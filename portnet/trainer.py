@@ -182,9 +182,10 @@ class Trainer:
     def _compiled_epoch(self, order):
         """The epoch's steps ``loss_every`` at a time, each run one compiled call."""
         xp, b, n = self._xp, self.batch_size, self.iter_per_epoch
-        if self._compiled is None:
+        settings = _traced_settings(self.optimizer, self.network)
+        if self._compiled is None or settings != self._compiled_for:  # a trace bakes them in
             self._pure = PureStep(self.network, self.optimizer, self.x_train, self.t_train)
-            self._compiled = self._step_compiler(self._pure)
+            self._compiled, self._compiled_for = self._step_compiler(self._pure), settings
         for start in range(0, n, self.loss_every):
             stop = min(start + self.loss_every, n)
             state, losses = self._compiled(
@@ -366,6 +367,18 @@ def _buffers(network) -> dict:
 
 def _generators(network) -> list:
     return network.generators() if hasattr(network, "generators") else []
+
+
+def _traced_settings(optimizer, network) -> tuple:
+    """The Python numbers a compiled step bakes in (learning rate, momenta, weight decay, dropout
+    ratios, ...), of the optimizer, the network and its layers: when one changes (a callback's
+    schedule), the step is compiled again."""
+    objects = [optimizer, network, *getattr(network, "layer_list", list)(), getattr(network, "last_layer", None)]
+    return tuple(
+        tuple(sorted((k, v) for k, v in vars(o).items() if isinstance(v, (bool, int, float))))
+        for o in objects
+        if o is not None
+    )
 
 
 def _overrides(callback, *hooks) -> bool:

@@ -265,3 +265,19 @@ def test_portnet_threads_must_be_a_number():
         pn.InputError, match=r"threads 'many': expected 'auto' or a positive number"
     ):
         threads.fit_threads("numpy", "many")
+
+
+def test_busy_cores_counts_only_this_processs_cores(monkeypatch):
+    """Under a cpuset (SLURM, a container, taskset) load on other cores is not this process's."""
+    import io
+
+    from portnet import threads
+
+    reads = iter([
+        "cpu  0 0 0 0 0 0 0 0\ncpu0 100 0 0 900 0 0 0 0\ncpu1 100 0 0 900 0 0 0 0\n",
+        "cpu  0 0 0 0 0 0 0 0\ncpu0 100 0 0 1000 0 0 0 0\ncpu1 200 0 0 900 0 0 0 0\n",
+    ])
+    monkeypatch.setattr(threads, "open", lambda *a, **k: io.StringIO(next(reads)), raising=False)
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.setattr(threads.time, "sleep", lambda s: None)
+    assert threads.busy_cores() == 0.0  # cpu1, busy the whole time, is not ours

@@ -454,3 +454,24 @@ def test_an_epoch_without_train(mnist):
         pn.TwoLayerNet(784, 5, 10, seed=0), *_data(mnist, 500, 100), epochs=1, verbose=False, seed=0
     )
     assert trainer.train_epoch() > 0 and len(trainer.train_loss_list) == 5
+
+
+def test_a_changed_learning_rate_reaches_the_compiled_step(mnist):
+    """A trace bakes Python numbers in: a callback's new lr recompiles the step (JAX, jit=None)."""
+    pytest.importorskip("jax")
+    first = {}
+
+    class StopLearning(pn.Callback):
+        def on_epoch_end(self, trainer):
+            if not first:
+                first.update({k: pn.to_numpy(v).copy() for k, v in trainer.network.params.items()})
+                trainer.optimizer.lr = 0.0
+
+    with pn.use_backend("jax"):
+        net = pn.TwoLayerNet(784, 10, 10, seed=0)
+        trainer = pn.Trainer(net, *_data(mnist, 1000, 100), epochs=2, optimizer="sgd",
+                             optimizer_param={"lr": 0.1}, verbose=False, seed=0, callbacks=[StopLearning()])
+        trainer.train()
+        assert trainer._step_compiler is not None
+        for key, value in net.params.items():  # epoch 2 ran at lr 0: nothing moved
+            np.testing.assert_array_equal(pn.to_numpy(value), first[key], err_msg=key)

@@ -475,3 +475,21 @@ def test_evaluate_in_float16(mnist_dir, tmp_path):
     strict = portnet(*base, "--dtype", "float16", "--backend", "array_api_strict")
     assert strict.returncode == 1
     assert "dtype 'float16' is not available on array_api_strict" in strict.stderr
+
+
+def test_a_native_generators_state_leaves_numpys_global_stream_alone():
+    """With the library's own generator, NumPy's global stream only seeded it: saving and loading
+    the state must not touch the user's ``np.random``."""
+    pytest.importorskip("torch")
+    import numpy as np
+
+    from portnet.randomness import Random
+
+    with pn.use_backend("torch") as b:
+        rng = Random(b.xp, b.device)
+        state = rng.state_dict()
+        np.random.seed(42)
+        expected = np.random.random()
+        np.random.seed(42)
+        rng.load_state_dict(state)
+        assert np.random.random() == expected

@@ -70,6 +70,10 @@ class Adapter:
     def limit_threads(self, n: int) -> None:
         """Limit the library's own CPU thread pool to ``n`` (BLAS and OpenMP are threadpoolctl's)."""
 
+    def thread_count(self):
+        """The size of the library's own CPU thread pool, or None where it has none."""
+        return None
+
     def to_numpy(self, x) -> np.ndarray:
         """``x`` on the host, as a NumPy array."""
         return np.asarray(x)

@@ -45,6 +45,9 @@ class Torch(Adapter):
     def limit_threads(self, n):
         self.load().set_num_threads(n)
 
+    def thread_count(self):
+        return self.load().get_num_threads()
+
     def to_numpy(self, x):
         return x.detach().cpu().numpy()
 
