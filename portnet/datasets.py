@@ -337,14 +337,16 @@ def _fetch(url: str, limit: int) -> bytes:
         target=_transfer, args=(url, limit, deadline, sockets, done), daemon=True
     )
     worker.start()
+    late = True  # also when the wait is interrupted (Ctrl-C): its connections are shut
     try:
         worker.join(DOWNLOAD_DEADLINE)
+        late = worker.is_alive()
     finally:
-        if worker.is_alive():
+        if late:
             for sock in list(sockets):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-    if worker.is_alive():
+    if late:  # whatever it read by then, cut short, is not the file
         raise DatasetError(f"no complete file within {DOWNLOAD_DEADLINE:.0f} s")
     if "error" in done:
         raise done["error"]
