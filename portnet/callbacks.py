@@ -144,11 +144,14 @@ class DivergenceGuard(Callback):
     def on_epoch_end(self, trainer):
         """The last step's update has no loss read after it: the parameters themselves must be
         finite (one reduction each, once an epoch)."""
-        bad = [
-            k
-            for k, v in trainer.network.params.items()
-            if is_array(v) and not bool(namespace_of(v).all(namespace_of(v).isfinite(v)))
-        ]
+        arrays = {k: v for k, v in trainer.network.params.items() if is_array(v)}
+        if not arrays:
+            return
+        xp = namespace_of(*arrays.values())
+        finite = [xp.all(xp.isfinite(v)) for v in arrays.values()]
+        if bool(xp.all(xp.stack(finite))):  # one read back, not one a parameter
+            return
+        bad = [k for k, ok in zip(arrays, finite) if not bool(ok)]
         if bad:
             self._stop(
                 trainer,

@@ -363,12 +363,14 @@ class Network:
 
     def _check_batch(self, n, train):
         sizes = getattr(self, "_sizes", None)  # None: a network that did not count its sizes
-        if sizes is not None:
+        if sizes is not None and (n, train) not in self.__dict__.setdefault("_fits", set()):
+            # once per batch size: every training step passes the same one
             check_memory(
                 f"a pass of {n:,} samples through {self!r}",
                 self._activations(n, train),
                 "; fewer at a time would fit (accuracy takes a batch_size)",
             )
+            self._fits.add((n, train))
 
     def _activations(self, n, train) -> int:
         sizes = self._sizes
