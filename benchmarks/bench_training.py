@@ -250,10 +250,10 @@ def bench_jax(data, args):
         if name == "jax":
             runners += [
                 PortnetTrainer(
-                    b, name, device, [100, 100], 100, data, optimizer="adam", lr=0.001, jit=True
+                    b, name, device, [100, 100], 100, data, optimizer="adam", lr=0.001, compile=True
                 ),
                 PortnetTrainer(
-                    b, name, device, [100, 100], 100, data, optimizer="adam", lr=0.001, jit=False
+                    b, name, device, [100, 100], 100, data, optimizer="adam", lr=0.001, compile=False
                 ),
             ]
     if len(runners) == 1:

@@ -29,6 +29,7 @@ from .arrays import dtype_name, is_array, namespace_of, writeable
 from . import progress
 from .errors import InputError, MissingDependencyError, PortnetError, TrainingDiverged
 from .functions import DELTA
+from .parameters import Parameters, snapshot, storage
 from .persistence import (
     check_writable,
     read_bounded,
@@ -144,14 +145,15 @@ class DivergenceGuard(Callback):
     def on_epoch_end(self, trainer):
         """The last step's update has no loss read after it: the parameters themselves must be
         finite (one reduction each, once an epoch)."""
+        held = storage(trainer.network.params)  # one buffer where the parameters are packed
+        if not held:
+            return
+        xp = namespace_of(*held)
+        finite = [xp.all(xp.isfinite(v)) for v in held]
+        if bool(xp.all(xp.stack(finite))):  # one read back, not one an array
+            return
         arrays = {k: v for k, v in trainer.network.params.items() if is_array(v)}
-        if not arrays:
-            return
-        xp = namespace_of(*arrays.values())
-        finite = [xp.all(xp.isfinite(v)) for v in arrays.values()]
-        if bool(xp.all(xp.stack(finite))):  # one read back, not one a parameter
-            return
-        bad = [k for k, ok in zip(arrays, finite) if not bool(ok)]
+        bad = [k for k, v in arrays.items() if not bool(xp.all(xp.isfinite(v)))]
         if bad:
             self._stop(
                 trainer,
@@ -181,22 +183,25 @@ class DivergenceGuard(Callback):
 
 
 def _snapshot(network) -> tuple[dict, dict]:
-    """Copies of the parameters (an optimizer may update the arrays in place) and of the buffers
-    (batch-norm statistics) of a network that has them."""
+    """Copies of the parameters (an optimizer may update the arrays in place; one copy of their
+    buffer where they are packed) and of the buffers (batch-norm statistics) of a network that
+    has them."""
     buffers = network.buffers() if hasattr(network, "buffers") else {}
-    return tuple({k: namespace_of(v).asarray(v, copy=True) for k, v in arrays.items()}
-                 for arrays in (network.params, buffers))
+    return snapshot(network.params), snapshot(buffers)
 
 
-def _restore(network, snapshot) -> None:
+def _restore(network, saved) -> None:
     """Put the snapshot back: the parameters in place where the arrays allow it (a layer may
     hold them), the buffers by :meth:`~portnet.networks.Network.load_buffers`."""
-    params, buffers = snapshot
-    for key, value in params.items():
-        if writeable(network.params.get(key)):
-            network.params[key][...] = value
-        else:
-            network.params[key] = value
+    params, buffers = saved
+    if isinstance(network.params, Parameters):
+        network.params.assign(params)
+    else:
+        for key, value in params.items():
+            if writeable(network.params.get(key)):
+                network.params[key][...] = value
+            else:
+                network.params[key] = value
     if buffers:
         network.load_buffers(buffers)
 

@@ -7,30 +7,98 @@ This is the one module outside :mod:`portnet.backends` where a library is named.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+from typing import Any, NamedTuple
 
 import array_api_compat
+import array_api_extra as xpx
 
 from .arrays import library_name, namespace_of
 from .precision import is_half
 
 
-def relu_forward(x, mask, *, generic=False):
-    """``x`` with the entries where ``mask`` (x <= 0) is True set to 0. NumPy: ``maximum`` (its
-    ``where`` branches per element and costs 7x as much); elsewhere ``where``, one fast kernel."""
+def relu_forward(x, *, generic=False):
+    """max(0, x) (eq. 3.7). Generic: ``maximum`` with 0, one kernel (NumPy's ``where`` branches
+    per element and costs 7x as much); PyTorch: ``relu``."""
     xp = namespace_of(x)
-    if not generic and library_name(xp) == "numpy":
-        return xp.maximum(x, 0.0)
-    return xp.where(mask, 0.0, x)
+    if not generic and library_name(xp) == "torch":
+        return x.relu()
+    return xp.maximum(x, 0.0)
 
 
-def relu_backward(dout, mask, *, generic=False):
-    """``dout`` with the entries where ``mask`` is True set to 0. NumPy: a product with the 0/1
-    mask; elsewhere ``where``."""
-    xp = namespace_of(dout)
-    if not generic and library_name(xp) == "numpy":
-        return dout * xp.astype(~mask, dout.dtype)
-    return xp.where(mask, 0.0, dout)
+def relu_backward(dout, out, *, generic=False):
+    """``dout`` where the forward's output ``out`` is positive, else 0 (eq. 5.7): :func:`keep`;
+    PyTorch: ``threshold_backward``, one kernel that needs no mask."""
+    if not generic and library_name(namespace_of(dout)) == "torch":
+        return _torch().ops.aten.threshold_backward(dout, out, 0)
+    return keep(dout, out > 0, generic=generic)
+
+
+def keep(x, mask, *, generic=False):
+    """``x`` where the boolean ``mask`` is True, else 0 (a ReLU's or a dropout's mask). Generic:
+    ``where``; NumPy, CuPy and PyTorch: the product with the mask, one kernel that casts the
+    bools inside it (NumPy's ``where`` branches per element and costs 7x as much)."""
+    xp = namespace_of(x)
+    if not generic and library_name(xp) in ("numpy", "cupy", "torch"):
+        return x * mask
+    return xp.where(mask, x, 0.0)
+
+
+def linear(x, W, b, *, generic=False):
+    """``x @ W + b`` (ch. 5.6.2). PyTorch: ``addmm``, one kernel (except in half precision on the
+    CPU, which :func:`matmul` takes through float32)."""
+    xp = namespace_of(x, W)
+    if not generic and library_name(xp) == "torch" and not is_half(x.dtype):
+        return _torch().addmm(b, x, W)
+    return matmul(x, W) + b
+
+
+def minus_one_hot(y, labels, picked, *, generic=False):
+    """``y`` with 1 subtracted at each row's label: the book's ``dx[np.arange(N), t] -= 1``
+    (ch. 5.6.3), on a copy. ``picked`` is ``y``'s value at the labels (N, 1), which the forward
+    has (..., 1). Generic: minus a one-hot matrix; NumPy and CuPy: minus the comparison's bools
+    with the class numbers made once; PyTorch: one ``scatter`` of ``picked - 1``."""
+    xp = namespace_of(y)
+    library = library_name(xp)
+    if not generic and library == "torch":
+        return y.scatter(-1, labels[..., None], picked - 1)
+    device = array_api_compat.device(y)
+    if not generic and library in ("numpy", "cupy"):  # the bools subtracted as they are
+        key = (library, str(device), y.shape[-1], labels.dtype)
+        classes = _CLASSES.get(key)
+        if classes is None:
+            classes = _CLASSES[key] = xp.arange(y.shape[-1], dtype=labels.dtype, device=device)
+            if library == "numpy":
+                classes.flags.writeable = False  # shared: nobody may change it
+        return y - (labels[..., None] == classes)
+    classes = xp.arange(y.shape[-1], dtype=labels.dtype, device=device)
+    return y - xp.astype(labels[..., None] == classes, y.dtype)
+
+
+#: The class numbers 0..n-1 per library, device, n and dtype (NumPy and CuPy: no kernel a step).
+_CLASSES: dict = {}
+
+
+def pick(y, labels, *, generic=False):
+    """``y``'s value at each row's label, as (..., 1): the book's ``y[np.arange(N), t]``.
+    Generic: ``take_along_axis``; PyTorch: ``gather``, without array-api-compat's handling of
+    negative indices (two more kernels; labels were checked to be in range)."""
+    if not generic and library_name(namespace_of(y)) == "torch":
+        return y.gather(-1, labels[..., None])
+    return namespace_of(y).take_along_axis(y, labels[..., None], axis=-1)
+
+
+def take_rows(x, idx, *, generic=False):
+    """The rows ``idx`` of ``x`` (a mini-batch). Generic: ``take``; PyTorch: ``index_select``,
+    without array-api-compat's handling of negative indices (three more kernels)."""
+    if not generic and library_name(namespace_of(x)) == "torch":
+        return _torch().index_select(x, 0, idx)
+    return namespace_of(x).take(x, idx, axis=0)
+
+
+def _torch():
+    return importlib.import_module("torch")
 
 
 def window_matrix(padded, filter_h, filter_w, stride, out_h, out_w, *, generic=False):
@@ -77,3 +145,249 @@ def matmul(a, b, *, generic=False):
         if cpu:
             return xp.astype(xp.astype(a, xp.float32) @ xp.astype(b, xp.float32), a.dtype)
     return a @ b
+
+
+# --------------------------------------------------------------------------- convolution and max pooling
+# Generic: the book's im2col and one matmul (ch. 7.4), and the maximum over a window's strided
+# slices (ch. 7.5). Fast: PyTorch's own kernels (oneDNN or cuDNN), JAX's convolution. NumPy, CuPy
+# (no cuDNN in CuPy 14) and array-api-strict run the generic path, NumPy and CuPy with their
+# strided window matrix (:func:`window_matrix`). The util helpers are imported where they are used:
+# portnet.util imports this module.
+
+
+class ConvolutionSaved(NamedTuple):
+    """What :func:`convolution_backward` needs of a forward: its input and filters, and the window
+    matrix ``col`` where the generic path built it (None where a library's kernel ran)."""
+
+    x: Any
+    W: Any
+    stride: int
+    pad: int
+    col: Any = None
+
+
+class PoolingSaved(NamedTuple):
+    """What :func:`max_pooling_backward` needs of a forward: the input, the output, and either the
+    window slices (generic) or the library's indices of each window's maximum."""
+
+    x: Any
+    out: Any
+    pool_h: int
+    pool_w: int
+    stride: int
+    pad: int
+    windows: Any = None
+    indices: Any = None
+
+
+def convolution_forward(x, W, b, stride, pad, *, generic=False):
+    """The correlation of (N, C, H, W) ``x`` with filters ``W`` (FN, C, FH, FW) plus the bias ``b``
+    (FN,): ``(out, saved)``, out (N, FN, OH, OW), saved for :func:`convolution_backward`.
+
+    Generic: the window matrix (C*FH*FW, N*OH*OW) times the filters reshaped to (FN, C*FH*FW), the
+    whole batch in one matmul. PyTorch: ``conv2d`` with the bias fused; JAX:
+    ``lax.conv_general_dilated``. Half-precision operands are summed in float32 and rounded once,
+    as :func:`matmul` sums them, where the library's own half kernel might not (PyTorch's CPU; JAX
+    is asked for float32 sums everywhere)."""
+    from .util import output_shape
+
+    xp = namespace_of(x, W, b)
+    output_shape(x.shape[2], x.shape[3], W.shape[2], W.shape[3], stride, pad)  # fits, or says why
+    library = None if generic else library_name(xp)
+    saved = ConvolutionSaved(x, W, stride, pad)
+    if library == "torch":
+        torch = importlib.import_module("torch")
+        with _torch_ieee_float32(torch, x):
+            xc, Wc, bc = _torch_compute(torch, x, W, b)
+            out = torch.nn.functional.conv2d(xc, Wc, bc, stride, pad)
+        return out.to(x.dtype), saved
+    if library == "jax":
+        return _jax_convolve(x, W, stride, pad) + b[:, None, None], saved
+    out, col = _convolve(x, W, stride, pad)
+    return out + b[:, None, None], saved._replace(col=col)
+
+
+def convolution_backward(dout, saved, need_dx=True, *, generic=False):
+    """dL/dx (None unless ``need_dx``), dL/dW and dL/db of :func:`convolution_forward`, from the
+    output gradient ``dout`` (N, FN, OH, OW) and the forward's ``saved``.
+
+    Generic: dW and db from the window matrix and one matmul, dx as the correlation of the dilated,
+    padded output gradient with the flipped filters. PyTorch: one ``convolution_backward`` (dx
+    skipped by its output mask); JAX: the transposes of the convolution (``jax.linear_transpose``:
+    the forward is not run again)."""
+    xp = namespace_of(dout)
+    x, W, stride, pad, col = saved
+    library = None if generic else library_name(xp)
+    if library == "torch":
+        torch = importlib.import_module("torch")
+        with _torch_ieee_float32(torch, x):
+            dc, xc, Wc = _torch_compute(torch, dout, x, W)
+            strides, pads, dilation, output_padding = [stride] * 2, [pad] * 2, [1, 1], [0, 0]
+            mask = [bool(need_dx), True, True]  # which of dx, dW, db to compute
+            dx, dW, db = torch.ops.aten.convolution_backward(
+                dc, xc, Wc, [W.shape[0]], strides, pads, dilation, False, output_padding, 1, mask
+            )
+        return (None if dx is None else dx.to(x.dtype)), dW.to(W.dtype), db.to(dout.dtype)
+    if library == "jax":
+        db = xp.sum(dout, axis=(0, 2, 3))
+        jax = importlib.import_module("jax")
+        dW = jax.linear_transpose(
+            lambda w: _jax_convolve(x, w, stride, pad), jax.ShapeDtypeStruct(W.shape, W.dtype)
+        )(dout)[0]
+        if not need_dx:
+            return None, dW, db
+        dx = jax.linear_transpose(
+            lambda v: _jax_convolve(v, W, stride, pad), jax.ShapeDtypeStruct(x.shape, x.dtype)
+        )(dout)[0]
+        return dx, dW, db
+    if col is None:  # the forward ran a library's kernel
+        _, col = _convolve(x, W, stride, pad)
+    N, FN, OH, OW = dout.shape
+    grad = xp.reshape(xp.permute_dims(dout, (1, 0, 2, 3)), (FN, N * OH * OW))
+    db = xp.sum(grad, axis=1)
+    dW = xp.reshape(grad @ xp.matrix_transpose(col), W.shape)
+    if not need_dx:
+        return None, dW, db
+    return _convolve_transpose(dout, W, x.shape, stride, pad), dW, db
+
+
+def max_pooling_forward(x, pool_h, pool_w, stride, pad, *, generic=False):
+    """The maximum of each (pool_h, pool_w) window of (N, C, H, W) ``x`` (zeros padded, as the
+    book's im2col pads): ``(out, saved)``, saved for :func:`max_pooling_backward`.
+
+    Generic: the maximum over the window's strided slices (no reduction over a tiny axis).
+    PyTorch, without a pad (it pads with -inf, the book with zeros): ``max_pool2d_with_indices``,
+    which keeps each window's first maximum in row-major order, as the book's argmax. JAX runs
+    the generic path: its ``reduce_window`` gradient (a select-and-scatter) took 2.5x as long as
+    the generic backward on the CPU under ``jax.jit``, and XLA does not promise which of equal
+    maxima it picks."""
+    from .util import output_shape, window_slices
+
+    xp = namespace_of(x)
+    output_shape(x.shape[2], x.shape[3], pool_h, pool_w, stride, pad)
+    if not generic and pad == 0 and library_name(xp) == "torch":
+        torch = importlib.import_module("torch")
+        cpu = x.device.type == "cpu"
+        # the CPU kernel is vectorized (over the channels) in the channels-last layout only: the
+        # copy there and back costs less than the NCHW kernel (2x, MNIST's pools)
+        source = x.contiguous(memory_format=torch.channels_last) if cpu else x
+        out, indices = torch.ops.aten.max_pool2d_with_indices(
+            source, [pool_h, pool_w], [stride] * 2, [0, 0], [1, 1], False
+        )
+        out = out.contiguous() if cpu else out
+        return out, PoolingSaved(x, out, pool_h, pool_w, stride, pad, indices=indices)
+    windows = window_slices(x, pool_h, pool_w, stride, pad)
+    out = windows[0]
+    for window in windows[1:]:
+        out = xp.maximum(out, window)
+    return out, PoolingSaved(x, out, pool_h, pool_w, stride, pad, windows=windows)
+
+
+def max_pooling_backward(dout, saved, *, generic=False):
+    """dL/dx of :func:`max_pooling_forward`: each window's gradient routed to its first maximum
+    (row-major), as the book's argmax routes it; overlapping windows add.
+
+    Generic: per window slice, where it holds the maximum and no earlier slice did, without index
+    assignment. PyTorch: ``max_pool2d_with_indices_backward`` with the forward's indices."""
+    from .util import col2im_windows, window_slices
+
+    xp = namespace_of(dout)
+    x, out, ph, pw, stride, pad, windows, indices = saved
+    if not generic and indices is not None and library_name(xp) == "torch":
+        torch = importlib.import_module("torch")
+        return torch.ops.aten.max_pool2d_with_indices_backward(
+            dout, x, [ph, pw], [stride] * 2, [0, 0], [1, 1], False, indices
+        )
+    if windows is None:  # the forward ran a library's kernel
+        windows = window_slices(x, ph, pw, stride, pad)
+    grads, free = [], None  # free: windows whose maximum has not been claimed yet
+    for window in windows:
+        hit = window == out
+        if free is not None:
+            hit = hit & free
+        free = ~hit if free is None else free & ~hit
+        grads.append(dout * xp.astype(hit, dout.dtype))
+    return col2im_windows(grads, x.shape, ph, pw, stride, pad)
+
+
+def _convolve(x, W, stride, pad):
+    """The generic correlation, no bias: (N, FN, OH, OW) by im2col and one matmul, and the window
+    matrix."""
+    from .util import _padded
+
+    xp = namespace_of(x, W)
+    FN, C, FH, FW = W.shape
+    padded, (out_h, out_w) = _padded(x, FH, FW, stride, pad)
+    col = window_matrix(padded, FH, FW, stride, out_h, out_w)
+    out = matmul(xp.reshape(W, (FN, C * FH * FW)), col)
+    out = xp.permute_dims(xp.reshape(out, (FN, x.shape[0], out_h, out_w)), (1, 0, 2, 3))
+    return out, col
+
+
+def _convolve_transpose(dout, W, x_shape, stride, pad):
+    """dL/dx of :func:`_convolve`: the output gradient, dilated by the stride and padded, correlated
+    with the filters flipped and with their channels swapped."""
+    xp = namespace_of(dout)
+    FN, _, FH, FW = W.shape
+    N, _, H, Wd = x_shape
+    OH, OW = dout.shape[2:]
+    if stride > 1:
+        dilated = xp.zeros(
+            (N, FN, (OH - 1) * stride + 1, (OW - 1) * stride + 1),
+            dtype=dout.dtype,
+            device=array_api_compat.device(dout),
+        )
+        dout = xpx.at(
+            dilated,
+            (slice(None), slice(None), slice(None, None, stride), slice(None, None, stride)),
+        ).set(dout)
+    # rows and columns of the padded input that no window reached (stride > 1) get no gradient
+    rest_h, rest_w = H + 2 * pad - FH - (OH - 1) * stride, Wd + 2 * pad - FW - (OW - 1) * stride
+    # padding FH - 1 - pad gives dx of the unpadded input directly; a pad wider than the filter
+    # gives dx of the padded input, cropped
+    crop_h, crop_w = max(0, pad - (FH - 1)), max(0, pad - (FW - 1))
+    lo_h, lo_w = FH - 1 - pad + crop_h, FW - 1 - pad + crop_w
+    padded = xpx.pad(dout, ((0, 0), (0, 0), (lo_h, lo_h + rest_h), (lo_w, lo_w + rest_w)), xp=xp)
+    flipped = xp.permute_dims(xp.flip(W, axis=(2, 3)), (1, 0, 2, 3))  # (C, FN, FH, FW)
+    dx, _ = _convolve(padded, flipped, 1, 0)
+    return dx[:, :, crop_h : crop_h + H, crop_w : crop_w + Wd] if crop_h or crop_w else dx
+
+
+def _torch_compute(torch, *arrays):
+    """The arrays a PyTorch kernel computes with: half precision on the CPU as float32 (exact),
+    so that sums are float32 ones; else the arrays themselves."""
+    if is_half(arrays[0].dtype) and arrays[0].device.type == "cpu":
+        return tuple(a.to(torch.float32) for a in arrays)
+    return arrays
+
+
+@contextlib.contextmanager
+def _torch_ieee_float32(torch, x):
+    """cuDNN convolutions of float32 in float32, not TF32 (PyTorch's default for them, though not
+    for its matmuls): the generic path's matmul sums in float32."""
+    if x.device.type != "cuda" or x.dtype != torch.float32:
+        yield
+        return
+    before = torch._C._get_fp32_precision_getter("cuda", "conv")
+    torch._C._set_fp32_precision_setter("cuda", "conv", "ieee")
+    try:
+        yield
+    finally:
+        torch._C._set_fp32_precision_setter("cuda", "conv", before)
+
+
+def _jax_convolve(x, W, stride, pad):
+    """``lax.conv_general_dilated`` in the layout of the book (NCHW input, OIHW filters), float32
+    in float32 on a GPU (HIGHEST: not TF32), half precision summed in float32 and rounded once."""
+    lax = importlib.import_module("jax.lax")
+    half = is_half(x.dtype)
+    out = lax.conv_general_dilated(
+        x,
+        W,
+        (stride, stride),
+        ((pad, pad), (pad, pad)),
+        dimension_numbers=("NCHW", "OIHW", "NCHW"),
+        precision=lax.Precision.HIGHEST,
+        preferred_element_type=namespace_of(x).float32 if half else None,
+    )
+    return out.astype(x.dtype) if half else out

@@ -9,6 +9,7 @@ from __future__ import annotations
 import array_api_extra as xpx
 
 from .arrays import book_star_numpy, dtype_name, namespace_of
+from .delegation import pick
 from .errors import InputError
 from .precision import accumulator
 
@@ -104,7 +105,8 @@ def cross_entropy_error(y, t):
     labels = labels_of(xp, y.shape, t, "cross_entropy_error")
     if tuple(t.shape) != tuple(y.shape):  # one-hot rows' argmax is always in range
         check_labels(xp, labels, y.shape[-1])
-    return cross_entropy_from(xp, y, one_hot(xp, labels, y.shape[-1], y.dtype))
+    picked = pick(y, labels)[..., 0]
+    return mean_log_loss(xp, picked, 1 if y.ndim == 1 else y.shape[0])
 
 
 def softmax_loss(x, t):
@@ -158,14 +160,11 @@ def one_hot(xp, labels, classes: int, dtype):
     return xpx.one_hot(labels, classes, dtype=dtype, xp=xp)
 
 
-def cross_entropy_from(xp, y, target):
-    """Mean of -log(y[n, label_n] + delta) for one-hot ``target`` rows (no range check).
-
-    ``sum(y * target)`` picks y[n, label_n] exactly: the other products are exact zeros."""
-    picked = xp.sum(y * target, axis=-1)
-    batch = 1 if y.ndim == 1 else y.shape[0]
+def mean_log_loss(xp, picked, batch):
+    """-(1/N) sum_n log(p_n + delta) of the probabilities ``picked`` at the labels (eq. 4.3), a
+    float32 sum in half precision."""
     logs = xp.log(picked + DELTA)
-    wide = accumulator(xp, y.dtype)
-    if wide == y.dtype:
-        return -xp.sum(logs) / batch
-    return xp.astype(-xp.sum(xp.astype(logs, wide)) / batch, y.dtype)  # half: a float32 mean
+    wide = accumulator(xp, picked.dtype)
+    if wide == picked.dtype:
+        return xp.sum(logs) / -batch  # -(s / N), bit for bit
+    return xp.astype(xp.sum(xp.astype(logs, wide)) / -batch, picked.dtype)

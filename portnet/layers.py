@@ -12,15 +12,24 @@ Nothing is written into an array a caller owns.
 from __future__ import annotations
 
 import array_api_compat
-import array_api_extra as xpx
 
 from .arrays import book_star_numpy, namespace_of, writeable
 from .checks import fraction, integer
-from .delegation import matmul, relu_backward, relu_forward
+from .delegation import (
+    convolution_backward,
+    convolution_forward,
+    keep,
+    linear,
+    max_pooling_backward,
+    max_pooling_forward,
+    minus_one_hot,
+    pick,
+    relu_backward,
+    relu_forward,
+)
 from .errors import InputError
-from .functions import cross_entropy_from, labels_of, one_hot, sigmoid, softmax
+from .functions import labels_of, mean_log_loss, sigmoid, softmax
 from .randomness import Random
-from .util import col2im_windows, im2col_windows, output_shape, window_slices
 
 __all__ = [
     "Affine",
@@ -37,15 +46,20 @@ __getattr__ = book_star_numpy(__name__)
 
 
 class Relu:
-    """y = max(0, x); dx = dout where x > 0 (ch. 5.5.1, eq. 5.7). ``mask`` is True where x <= 0,
-    as the book's."""
+    """y = max(0, x); dx = dout where x > 0 (ch. 5.5.1, eq. 5.7). The backward needs only the
+    output; the book's ``mask`` (True where x <= 0) is read from it."""
 
     def forward(self, x, train_flg=True):
-        self.mask = x <= 0
-        return relu_forward(x, self.mask)
+        self.out = relu_forward(x)
+        return self.out
 
     def backward(self, dout):
-        return relu_backward(dout, self.mask)
+        return relu_backward(dout, self.out)
+
+    @property
+    def mask(self):
+        """The book's mask: True where x <= 0, which is where the output is 0."""
+        return self.out <= 0
 
 
 class Sigmoid:
@@ -143,7 +157,7 @@ class Affine(_Parametric):
                 f"(shape {tuple(self.x_shape)}), but the layer expects {W.shape[0]}"
             )
         self.x = x
-        return matmul(x, W) + self.b
+        return linear(x, W, self.b)
 
     def backward(self, dout):
         xp = namespace_of(dout)
@@ -157,10 +171,12 @@ class Affine(_Parametric):
 class Convolution(_Parametric):
     """Convolution of (N, C, H, W) input with filters W (FN, C, FH, FW) plus bias b (FN,) (ch. 7.4).
 
-    The book's im2col and matmul, with the windows laid out as a (C*FH*FW, N*OH*OW) matrix so that
-    the whole batch is one matmul (a few large products beat a hundred small ones). Backward finds
-    dW with one more matmul and dx as the convolution of the (dilated, padded) output gradient
-    with the flipped filters: no scatter at stride 1.
+    Generic: the book's im2col and matmul, with the windows laid out as a (C*FH*FW, N*OH*OW)
+    matrix so that the whole batch is one matmul (a few large products beat a hundred small ones);
+    backward finds dW with one more matmul and dx as the convolution of the (dilated, padded)
+    output gradient with the flipped filters: no scatter at stride 1. PyTorch and JAX run their
+    own convolution kernels (:func:`portnet.delegation.convolution_forward`). ``saved`` holds
+    what backward needs (the window matrix on the generic path) until backward has run.
     """
 
     names, decayed = ("W", "b"), ("W",)
@@ -173,6 +189,7 @@ class Convolution(_Parametric):
             integer("pad", pad, 0),
             need_dx,
         )
+        self.saved = None
 
     def forward(self, x, train_flg=True):
         W = self.W
@@ -182,100 +199,41 @@ class Convolution(_Parametric):
                 f"{tuple(W.shape)}, got {tuple(x.shape)}"
             )
         self.x_shape = x.shape
-        out, self.col = convolve(x, W, self.stride, self.pad, keep_windows=True)
-        return out + self.b[:, None, None]
+        out, self.saved = convolution_forward(x, W, self.b, self.stride, self.pad)
+        return out
 
     def backward(self, dout):
-        xp = namespace_of(dout)
-        W = self.W
-        N, FN, OH, OW = dout.shape
-        grad = xp.reshape(xp.permute_dims(dout, (1, 0, 2, 3)), (FN, N * OH * OW))
-        self.db = xp.sum(grad, axis=1)
-        self.dW = xp.reshape(grad @ xp.matrix_transpose(self.col), W.shape)
-        self.col = None
-        if not self.need_dx:
-            return None
-        return _convolve_transpose(dout, W, self.x_shape, self.stride, self.pad)
-
-
-def convolve(x, W, stride=1, pad=0, *, keep_windows=False):
-    """The correlation of (N, C, H, W) ``x`` with filters ``W`` (FN, C, FH, FW), no bias:
-    (N, FN, OH, OW) by im2col and one matmul; with ``keep_windows`` also the window matrix."""
-    xp = namespace_of(x, W)
-    FN, C, FH, FW = W.shape
-    N = x.shape[0]
-    col = im2col_windows(x, FH, FW, stride, pad)
-    out = matmul(xp.reshape(W, (FN, C * FH * FW)), col)
-    out_h, out_w = output_shape(x.shape[2], x.shape[3], FH, FW, stride, pad)
-    out = xp.permute_dims(xp.reshape(out, (FN, N, out_h, out_w)), (1, 0, 2, 3))
-    return (out, col) if keep_windows else out
-
-
-def _convolve_transpose(dout, W, x_shape, stride, pad):
-    """dL/dx of :func:`convolve`: the output gradient, dilated by the stride and padded, correlated
-    with the filters flipped and with their channels swapped."""
-    xp = namespace_of(dout)
-    FN, C, FH, FW = W.shape
-    N, _, H, Wd = x_shape
-    OH, OW = dout.shape[2:]
-    if stride > 1:
-        dilated = xp.zeros(
-            (N, FN, (OH - 1) * stride + 1, (OW - 1) * stride + 1),
-            dtype=dout.dtype,
-            device=array_api_compat.device(dout),
-        )
-        dout = xpx.at(
-            dilated,
-            (slice(None), slice(None), slice(None, None, stride), slice(None, None, stride)),
-        ).set(dout)
-    # rows and columns of the padded input that no window reached (stride > 1) get no gradient
-    rest_h, rest_w = H + 2 * pad - FH - (OH - 1) * stride, Wd + 2 * pad - FW - (OW - 1) * stride
-    # padding FH - 1 - pad gives dx of the unpadded input directly; a pad wider than the filter
-    # gives dx of the padded input, cropped
-    crop_h, crop_w = max(0, pad - (FH - 1)), max(0, pad - (FW - 1))
-    lo_h, lo_w = FH - 1 - pad + crop_h, FW - 1 - pad + crop_w
-    padded = xpx.pad(dout, ((0, 0), (0, 0), (lo_h, lo_h + rest_h), (lo_w, lo_w + rest_w)), xp=xp)
-    flipped = xp.permute_dims(xp.flip(W, axis=(2, 3)), (1, 0, 2, 3))  # (C, FN, FH, FW)
-    dx = convolve(padded, flipped)
-    return dx[:, :, crop_h : crop_h + H, crop_w : crop_w + Wd] if crop_h or crop_w else dx
+        dx, self.dW, self.db = convolution_backward(dout, self.saved, self.need_dx)
+        self.saved = None
+        return dx
 
 
 class Pooling:
     """Max pooling over (pool_h, pool_w) windows of (N, C, H, W) input (ch. 7.5); the stride
     defaults to 2, as in the book's common/layers.py.
 
-    The maximum is taken over the window's strided slices (no reduction over a tiny axis),
-    remembering which slice held the window's first maximum; backward routes each gradient there,
-    as the book's argmax does, without index assignment.
+    Generic: the maximum is taken over the window's strided slices (no reduction over a tiny
+    axis), remembering which slice held the window's first maximum; backward routes each gradient
+    there, as the book's argmax does, without index assignment. PyTorch, unpadded, runs its own
+    max pooling, which picks the same maximum (:func:`portnet.delegation.max_pooling_forward`).
     """
 
     def __init__(self, pool_h, pool_w, stride=2, pad=0):
         self.pool_h, self.pool_w = integer("pool_h", pool_h), integer("pool_w", pool_w)
         self.stride, self.pad = integer("stride", stride), integer("pad", pad, 0)
+        self.saved = None
 
     def forward(self, x, train_flg=True):
-        xp = namespace_of(x)
         if x.ndim != 4:
             raise InputError(f"Pooling expects input of shape (N, C, H, W), got {tuple(x.shape)}")
         self.x_shape = x.shape
-        self.windows = window_slices(x, self.pool_h, self.pool_w, self.stride, self.pad)
-        out = self.windows[0]
-        for window in self.windows[1:]:
-            out = xp.maximum(out, window)
-        self.out = out
+        out, self.saved = max_pooling_forward(x, self.pool_h, self.pool_w, self.stride, self.pad)
         return out
 
     def backward(self, dout):
-        xp = namespace_of(dout)
-        grads, free = [], None  # free: windows whose maximum has not been claimed yet
-        for window in self.windows:
-            hit = window == self.out
-            if free is not None:
-                hit = hit & free
-            free = ~hit if free is None else free & ~hit
-            grads.append(dout * xp.astype(hit, dout.dtype))
-        self.windows = None
-        return col2im_windows(grads, self.x_shape, self.pool_h, self.pool_w, self.stride, self.pad)
+        dx = max_pooling_backward(dout, self.saved)
+        self.saved = None
+        return dx
 
 
 class SoftmaxWithLoss:
@@ -287,22 +245,29 @@ class SoftmaxWithLoss:
 
     def forward(self, x, t):
         xp = namespace_of(x, t)
-        self.y = softmax(x)
+        y = self.y = softmax(x)
         if tuple(t.shape) == tuple(x.shape):  # one-hot rows: the book's backward subtracts them
-            self.target = xp.astype(t, self.y.dtype, copy=False)
+            self.t, self.labels = xp.astype(t, y.dtype, copy=False), None
+            picked = xp.sum(y * self.t, axis=-1)  # exact: the other products are zeros
         else:
-            self.target = one_hot(
-                xp, labels_of(xp, x.shape, t, "SoftmaxWithLoss"), x.shape[-1], self.y.dtype
-            )
-        self.loss = cross_entropy_from(xp, self.y, self.target)
+            self.t = self.labels = labels_of(xp, x.shape, t, "SoftmaxWithLoss")
+            self.picked = pick(y, self.labels)
+            picked = self.picked[..., 0]
+        self.loss = mean_log_loss(xp, picked, y.ndim == 1 or y.shape[0])
         return self.loss
 
     def backward(self, dout=1):
+        """(y - t) / N, as the book's (which ignores ``dout``); a ``dout`` other than 1 scales it."""
         xp = namespace_of(self.y)
         y = self.y
         batch = y.shape[0] if y.ndim == 2 else 1
-        scale = dout / batch if isinstance(dout, (int, float)) else xp.astype(dout, y.dtype) / batch
-        return (y - self.target) * scale
+        if self.labels is None:
+            dx = y - self.t
+        else:
+            dx = minus_one_hot(y, self.labels, self.picked)
+        if isinstance(dout, (int, float)):
+            return dx / batch if dout == 1 else dx * (dout / batch)
+        return dx * (xp.astype(dout, y.dtype) / batch)
 
 
 class Dropout:
@@ -331,10 +296,10 @@ class Dropout:
             if self.rng is None:
                 self.rng = Random(xp, array_api_compat.device(x))
             self.mask = self.rng.keep_mask(x.shape, self.dropout_ratio)
-        return xp.where(self.mask, x, 0.0)
+        return keep(x, self.mask)
 
     def backward(self, dout):
-        return namespace_of(dout).where(self.mask, dout, 0.0)
+        return keep(dout, self.mask)
 
 
 class BatchNormalization(_Parametric):

@@ -18,6 +18,7 @@ import math
 from .arrays import book_star_numpy, is_array, library_name, namespace_of, writeable
 from .checks import fraction, rate
 from .errors import ArrayTypeError, CheckpointError, InputError
+from .parameters import Parameters
 from .precision import host_copy, host_like
 
 __all__ = [
@@ -74,9 +75,16 @@ class Optimizer:
 
     def __init__(self):
         self.state = None  # created at the first update
+        self._layout = None  # how a flat state's vectors are laid out (portnet.parameters)
 
     def init(self, params) -> dict:
-        """The state before the first step: count 0, each slot zeros like each parameter."""
+        """The state before the first step: count 0, each slot zeros like the parameters (one
+        vector like their buffer where they are packed, else one array per parameter)."""
+        packed = _packed(params)
+        if packed is not None:
+            self._layout, buffer = packed
+            xp = namespace_of(buffer)
+            return {"step": 0, **{slot: xp.zeros_like(buffer) for slot in self.slots}}
         return {
             "step": 0,
             **{slot: {k: _zeros_like(p) for k, p in params.items()} for slot in self.slots},
@@ -84,17 +92,27 @@ class Optimizer:
 
     def apply(self, state, params, grads, *, in_place=False):
         """One step, ``(params, state) -> (new params, new state)``: pure (new arrays, nothing
-        changed), or with ``in_place`` the arrays that can be written are updated and returned."""
+        changed), or with ``in_place`` the arrays that can be written are updated and returned.
+
+        Parameters packed in one buffer (:class:`~portnet.parameters.Parameters`) with a gradient
+        for each are moved at once: the gradients gathered into one vector, the rule applied to
+        the whole buffer, a few operations whatever the number of parameters."""
         add = _in_place if in_place else _pure
         step = state["step"] + 1
-        lr = self.step_size(step)
+        lr = self.step_size(_wide(step))
+        packed = _packed(params) if len(grads) == len(params) else None
+        if packed is not None:
+            layout, buffer = packed
+            slots = {slot: self._flat(state[slot], layout) for slot in self.slots}
+            new, kept = self._rule(buffer, layout.pack(grads), slots, _like(lr, buffer), add)
+            return (params if new is buffer else params.with_buffer(new)), {"step": step, **kept}
         new_params, new_state = (
             dict(params),
-            {"step": step, **{slot: dict(state[slot]) for slot in self.slots}},
+            {"step": step, **{slot: dict(self._keyed(state[slot])) for slot in self.slots}},
         )
         for key, g in grads.items():
             kept = {slot: new_state[slot][key] for slot in self.slots}
-            new_params[key], kept = self._rule(params[key], g, kept, lr, add)
+            new_params[key], kept = self._rule(params[key], g, kept, _like(lr, params[key]), add)
             for slot, value in kept.items():
                 new_state[slot][key] = value
         return new_params, new_state
@@ -105,9 +123,25 @@ class Optimizer:
         if self.state is None:
             self.state = self.init(params)
         new, self.state = self.apply(self.state, params, grads, in_place=True)
+        if new is params:  # one buffer, written in place
+            return
+        if isinstance(new, Parameters) and isinstance(params, Parameters):
+            params.rebind(new.buffer)  # one new buffer (arrays that cannot be written)
+            return
         for key in grads:
             if new[key] is not params[key]:  # not written in place: rebound
                 params[key] = new[key]
+
+    def _flat(self, slot, layout):
+        """A slot's state as one vector laid out as the parameters' buffer."""
+        if isinstance(slot, dict):
+            slot = layout.pack(slot)
+        self._layout = layout
+        return slot
+
+    def _keyed(self, slot) -> dict:
+        """A slot's state as one array per parameter (views of its vector where it is flat)."""
+        return slot if isinstance(slot, dict) else self._layout.unpack(slot)
 
     def state_dict(self) -> dict | None:
         """The state as host data, ``{"class", "step", "slots": {slot: {key: NumPy array}}}``
@@ -117,7 +151,10 @@ class Optimizer:
         return {
             "class": type(self).__name__,
             "step": int(self.state["step"]),
-            "slots": {s: {k: host_copy(v) for k, v in self.state[s].items()} for s in self.slots},
+            "slots": {
+                s: {k: host_copy(v) for k, v in self._keyed(self.state[s]).items()}
+                for s in self.slots
+            },
         }
 
     def load_state_dict(self, state: dict | None, params: dict) -> None:
@@ -144,6 +181,9 @@ class Optimizer:
             slots[slot] = {
                 k: host_like(a, params[k], f"{name}'s {slot}[{k!r}]") for k, a in arrays.items()
             }
+        packed = _packed(params)
+        if packed is not None:
+            slots = {slot: self._flat(arrays, packed[0]) for slot, arrays in slots.items()}
         self.state = {"step": int(state["step"]), **slots}
 
     def __getattr__(self, name):
@@ -151,7 +191,9 @@ class Optimizer:
         ``m``), None before the first update."""
         if name == "iter" or name in type(self).slots:
             state = self.__dict__.get("state")
-            return None if state is None else state["step" if name == "iter" else name]
+            if state is None:
+                return None
+            return state["step"] if name == "iter" else self._keyed(state[name])
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def step_size(self, step):
@@ -161,6 +203,25 @@ class Optimizer:
     def _rule(self, p, g, slots, lr, add):
         """``(new p, new slots)`` for parameter ``p`` with gradient ``g`` at learning rate ``lr``."""
         raise NotImplementedError
+
+
+def _wide(step):
+    """The step count as float64 where it is an array (a compiled step's): the step size is then
+    computed as eagerly, in double precision, whatever the library's default float."""
+    return namespace_of(step).astype(step, namespace_of(step).float64) if is_array(step) else step
+
+
+def _like(lr, p):
+    """A step size that is an array (a compiled step's), in the dtype of parameter ``p``, as a
+    Python float is rounded to it when an eager step multiplies."""
+    if is_array(lr) and is_array(p):
+        return namespace_of(lr).astype(lr, p.dtype)
+    return lr
+
+
+def _packed(params):
+    """``(layout, buffer)`` of parameters packed in one buffer, else None."""
+    return params.packed() if isinstance(params, Parameters) else None
 
 
 def _zeros_like(p):

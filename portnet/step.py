@@ -1,7 +1,8 @@
 """A training step as a pure function of its state, for compilers (Keras's JAX trainer is the
 model): ``step(state, idx) -> (state, loss)``.
 
-``state`` holds everything a step changes: the parameters, the optimizer's state (its step count
+``state`` holds everything a step changes: the parameters (their one buffer where they are
+packed), the optimizer's state (its step count
 included), the layers' persistent values (batch-norm statistics) and the random generators'
 states (JAX's keys). A step runs the same array-API forward, backward and update as an eager
 step, on a copy of the network bound to the state (:meth:`Network.bound`) and the optimizer's
@@ -12,9 +13,11 @@ it whole. :meth:`PureStep.install` puts a concrete state back into the network a
 
 from __future__ import annotations
 
-from .arrays import namespace_of
+from .arrays import namespace_of, writeable
+from .delegation import take_rows
 from .networks import Network
 from .optimizers import Optimizer
+from .parameters import Parameters
 
 
 class PureStep:
@@ -43,8 +46,9 @@ class PureStep:
         if opt.state is None:
             opt.state = opt.init(net.params)
         xp = namespace_of(*net.params.values())
+        packed = net.params.packed() if isinstance(net.params, Parameters) else None
         return {
-            "params": dict(net.params),
+            "params": dict(net.params) if packed is None else packed[1],
             "optimizer": {**opt.state, "step": xp.asarray(opt.state["step"])},
             "buffers": net.buffers(),
             "generators": [rng.state for rng in net.generators()],
@@ -52,8 +56,13 @@ class PureStep:
 
     def install(self, state) -> None:
         """Bind a concrete ``state`` (a compiled run's result) into the network and optimizer."""
-        net = self.network
-        net.params.update(state["params"])
+        net, params = self.network, state["params"]
+        if isinstance(params, dict):
+            net.params.update(params)
+        elif writeable(net.params.buffer):
+            net.params.buffer[...] = params  # the layers' arrays keep their identity
+        else:
+            net.params.rebind(params)
         self.optimizer.state = {**state["optimizer"], "step": int(state["optimizer"]["step"])}
         net.load_buffers(state["buffers"])
         for rng, value in zip(net.generators(), state["generators"]):
@@ -61,13 +70,15 @@ class PureStep:
 
     def __call__(self, state, idx):
         """One training step: (state, indices of the mini-batch) -> (new state, loss)."""
-        net = self.network.bound(state["params"], state["buffers"], state["generators"])
-        xp = namespace_of(self.x_train)
-        x, t = xp.take(self.x_train, idx, axis=0), xp.take(self.t_train, idx, axis=0)
+        params = state["params"]
+        if not isinstance(params, dict):  # the parameters' buffer
+            params = self.network.params.with_buffer(params)
+        net = self.network.bound(params, state["buffers"], state["generators"])
+        x, t = take_rows(self.x_train, idx), take_rows(self.t_train, idx)
         loss, grads = net.loss_and_gradient(x, t, check=False)
         params, optimizer = self.optimizer.apply(state["optimizer"], net.params, grads)
         new = {
-            "params": params,
+            "params": params.buffer if isinstance(params, Parameters) else params,
             "optimizer": optimizer,
             "buffers": net.buffers(),
             "generators": [rng.state for rng in net.generators()],

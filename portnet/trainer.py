@@ -6,11 +6,13 @@ book; portnet's networks are also asked for ``loss_and_gradient`` (one pass for 
 moves no data between host and device: the dataset stays on its device, each epoch's shuffle is
 drawn there, and the losses stay there until they are read back together every ``loss_every``
 steps. Where the library compiles (its adapter's ``step_compiler``: JAX), ``loss_every`` steps
-are one compiled call of the pure step (:mod:`portnet.step`).
+are one compiled call of the pure step (:mod:`portnet.step`); PyTorch's ``torch.compile`` on
+request (``compile=True``).
 """
 
 from __future__ import annotations
 
+import math
 import time
 
 import array_api_compat
@@ -27,6 +29,7 @@ from .callbacks import (
     _restore,
 )
 from .checks import check_memory, integer, same_samples
+from .delegation import take_rows
 from .errors import ArrayTypeError, CheckpointError, InputError, TrainingDiverged
 from .functions import check_labels, labels_of
 from .layers import SoftmaxWithLoss
@@ -47,11 +50,12 @@ class Trainer:
     so a run's last digits would depend on the machine's load), ``loss_every`` (steps between
     read-backs of the loss), ``seed`` and ``random_source`` (the shuffle's generator: 'native' on
     the device, or 'host' for the same draws on every backend; ``seed=None`` seeds from NumPy's
-    global generator, as the book), ``jit`` (None: compile where the library can, True: insist,
-    False: never). With ``verbose`` it prints the book's lines. :meth:`train` runs epochs of
+    global generator, as the book), ``compile`` (None: compile the steps where the library does
+    by default, JAX; True: insist, JAX or ``torch.compile``; False: never). With ``verbose`` it prints the book's lines. :meth:`train` runs epochs of
     shuffled mini-batches; :meth:`train_step` is the book's single step (a mini-batch drawn with
     replacement, an evaluation when an epoch begins). Afterwards: ``train_loss_list`` (one float a
-    step), ``train_acc_list``, ``test_acc_list``, ``epoch_times``.
+    step), ``train_acc_list``, ``test_acc_list``, ``epoch_times`` (the training steps' seconds,
+    compiling excluded) and ``compile_times`` (each epoch's seconds compiling).
     """
 
     def __init__(
@@ -74,7 +78,7 @@ class Trainer:
         loss_every=50,
         seed=None,
         random_source="native",
-        jit=None,
+        compile=None,  # noqa: A002  (torch.compile's and Keras's name)
     ):
         self.network = network
         self.x_train, self.t_train, self.x_test, self.t_test = x_train, t_train, x_test, t_test
@@ -93,24 +97,23 @@ class Trainer:
         self.optimizer = optimizer
         if hasattr(network, "memory_needed"):  # portnet's networks: the whole run, before it starts
             slots = len(getattr(optimizer, "slots", ()))
-            check_memory(f"training {network!r} in batches of {self.batch_size}",
-                         network.memory_needed(self.batch_size, slots))
+            shuffled = _bytes(x_train) + _bytes(t_train)  # an epoch's shuffled copy
+            check_memory(
+                f"training {network!r} in batches of {self.batch_size}",
+                network.memory_needed(self.batch_size, slots) + shuffled,
+            )
         self.train_size = x_train.shape[0]
         self.iter_per_epoch = max(self.train_size // self.batch_size, 1)
         self.max_iter = self.epochs * self.iter_per_epoch
         self.current_iter = self.current_epoch = 0
-        self.train_loss_list, self.train_acc_list, self.test_acc_list, self.epoch_times = (
-            [],
-            [],
-            [],
-            [],
-        )
+        self.train_loss_list, self.train_acc_list, self.test_acc_list = [], [], []
+        self.epoch_times, self.compile_times = [], []
         self._xp = namespace_of(x_train, t_train, x_test, t_test)
         self._validate()
         self._rng = Random(
             self._xp, array_api_compat.device(x_train), seed=seed, source=random_source
         )
-        self._step_compiler, self._compiled = self._choose_compiler(jit), None
+        self._step_compiler, self._compiled = self._choose_compiler(compile), None
         self._pending = []  # (first step, losses on the device), not yet read back
         self.writer = None  # where lines go instead of print (a progress bar's write)
         self._begun = False
@@ -146,28 +149,31 @@ class Trainer:
 
     def train_epoch(self) -> float:
         """One epoch of training steps (no evaluation); returns its duration in seconds,
-        reading the epoch's losses back (which waits for the device) included."""
+        reading the epoch's losses back (which waits for the device) included, compiling the
+        steps not (it is in :attr:`compile_times`)."""
         start = time.perf_counter()
         self._begin()
         self._emit("on_epoch_begin")
         order, b = self._rng.permutation(self.train_size), self.batch_size
+        compiling = 0.0
         if self._step_compiler is not None:
-            self._compiled_epoch(order)
-        else:
+            compiling = self._compiled_epoch(order)
+        else:  # the epoch's shuffled copy, one gather each; every mini-batch is then a slice
+            x, t = take_rows(self.x_train, order), take_rows(self.t_train, order)
             for i in range(self.iter_per_epoch):
                 for c in self._around_steps:
                     c.on_step_begin(self, i)
-                self._step(order[i * b : (i + 1) * b])
+                self._step(x[i * b : (i + 1) * b, ...], t[i * b : (i + 1) * b, ...])
                 for c in self._around_steps:
                     c.on_step_end(self, i)
         self.current_epoch += 1
         self._flush()
-        self.epoch_times.append(time.perf_counter() - start)
+        self.compile_times.append(compiling)
+        self.epoch_times.append(time.perf_counter() - start - compiling)
         return self.epoch_times[-1]
 
-    def _step(self, idx):
-        xp, net = self._xp, self.network
-        x, t = xp.take(self.x_train, idx, axis=0), xp.take(self.t_train, idx, axis=0)
+    def _step(self, x, t):
+        net = self.network
         if hasattr(net, "loss_and_gradient"):
             loss, grads = net.loss_and_gradient(x, t, check=False)  # labels were checked once
         else:
@@ -179,13 +185,15 @@ class Trainer:
         if len(self._pending) >= self.loss_every:
             self._flush()
 
-    def _compiled_epoch(self, order):
-        """The epoch's steps ``loss_every`` at a time, each run one compiled call."""
+    def _compiled_epoch(self, order) -> float:
+        """The epoch's steps ``loss_every`` at a time, each run one compiled call; returns the
+        seconds spent compiling."""
         xp, b, n = self._xp, self.batch_size, self.iter_per_epoch
         settings = _traced_settings(self.optimizer, self.network)
         if self._compiled is None or settings != self._compiled_for:  # a trace bakes them in
             self._pure = PureStep(self.network, self.optimizer, self.x_train, self.t_train)
             self._compiled, self._compiled_for = self._step_compiler(self._pure), settings
+        before = self._compiled.compile_seconds
         for start in range(0, n, self.loss_every):
             stop = min(start + self.loss_every, n)
             state, losses = self._compiled(
@@ -195,6 +203,7 @@ class Trainer:
             self._pending.append((self.current_iter, losses))
             self.current_iter += stop - start
             self._flush()
+        return self._compiled.compile_seconds - before
 
     def _flush(self):
         """Read the pending losses back in one transfer, then hand them to the callbacks."""
@@ -214,7 +223,7 @@ class Trainer:
         back at once); at the start of each epoch, the accuracies on both sets."""
         self._begin()
         idx = self._rng.integers(0, self.train_size, self.batch_size)
-        x, t = self._xp.take(self.x_train, idx, axis=0), self._xp.take(self.t_train, idx, axis=0)
+        x, t = take_rows(self.x_train, idx), take_rows(self.t_train, idx)
         self.optimizer.update(self.network.params, self.network.gradient(x, t))
         self._pending.append((self.current_iter, self.network.loss(x, t)))
         self._flush()
@@ -325,16 +334,21 @@ class Trainer:
         for c in self.callbacks:
             getattr(c, hook)(self, *args)
 
-    def _choose_compiler(self, jit):
-        """The library's step compiler, where the step can be made pure and ``jit`` allows it."""
-        compiler = backends.of_namespace(self._xp).step_compiler()
+    def _choose_compiler(self, wanted):
+        """The library's step compiler, where the step can be made pure and ``compile`` asks for
+        it (None: where the library compiles by default, JAX)."""
+        adapter = backends.of_namespace(self._xp)
+        compiler = adapter.step_compiler()
         can = compiler is not None and PureStep.supports(self.network, self.optimizer)
-        if jit and not can:
+        if wanted and not can:
             raise InputError(
-                "jit=True needs a library that compiles (JAX), one of portnet's networks and optimizers, "
-                "and dropout drawn by the library's own generator (random_source='native')"
+                "compile=True needs a library that compiles (JAX, PyTorch), one of portnet's networks and "
+                "optimizers, and dropout drawn by a generator whose state is data (JAX's keys; with "
+                "PyTorch, random_source='host' or no dropout)"
             )
-        return compiler if can and jit is not False else None
+        if wanted is None:
+            wanted = adapter.compiles_by_default
+        return compiler if can and wanted else None
 
     def _validate(self):
         """Libraries, shapes and labels, checked once for the whole dataset (so no step needs to)."""
@@ -359,6 +373,12 @@ class Trainer:
             raise InputError(
                 f"mini_batch_size {self.batch_size} is larger than the training set ({self.train_size})"
             )
+
+
+def _bytes(x) -> int:
+    xp = namespace_of(x)
+    info = xp.finfo if xp.isdtype(x.dtype, "real floating") else xp.iinfo
+    return math.prod(x.shape) * (1 if x.dtype == xp.bool else info(x.dtype).bits // 8)
 
 
 def _buffers(network) -> dict:

@@ -19,7 +19,7 @@ import array_api_extra as xpx
 
 from .arrays import host_namespace, is_array, namespace_of
 from .checks import integer, same_samples
-from .delegation import window_matrix
+from .delegation import take_rows, window_matrix
 from .errors import InputError
 from .randomness import Random
 
@@ -150,4 +150,4 @@ def shuffle_dataset(x, t):
     xp = namespace_of(x, t)
     same_samples("shuffle_dataset", x, t)
     order = Random(xp, array_api_compat.device(x)).permutation(x.shape[0])
-    return xp.take(x, order, axis=0), xp.take(t, order, axis=0)
+    return take_rows(x, order), take_rows(t, order)

@@ -273,9 +273,37 @@ def test_the_relu_fast_path_is_the_generic_one(backend, dtype):
     from portnet import delegation
 
     x, dout = (on(backend, a, dtype) for a in data(12, (7, 5), (7, 5)))
-    mask = x <= 0
-    for fn, arg in ((delegation.relu_forward, x), (delegation.relu_backward, dout)):
-        assert np.array_equal(pn.to_numpy(fn(arg, mask)), pn.to_numpy(fn(arg, mask, generic=True)))
+    out = delegation.relu_forward(x)
+    assert np.array_equal(pn.to_numpy(out), pn.to_numpy(delegation.relu_forward(x, generic=True)))
+    for fast in (delegation.relu_backward(dout, out), delegation.keep(dout, x > 0)):
+        assert np.array_equal(
+            pn.to_numpy(fast), pn.to_numpy(delegation.relu_backward(dout, out, generic=True))
+        )
+    assert np.array_equal(pn.to_numpy(pn.Relu().forward(x) <= 0), pn.to_numpy(x <= 0))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_loss_fast_paths_are_the_generic_ones(backend, dtype):
+    """The gather of each row's label, the book's ``dx[arange(N), t] -= 1``, the mini-batch's
+    rows and the Affine product: each library's fast path gives the generic result."""
+    from portnet import delegation
+
+    y, W, b = (on(backend, a, dtype) for a in data(14, (6, 4), (4, 3), (3,)))
+    labels, rows = (on(backend, np.array(v)) for v in ([3, 0, 1, 3, 2, 0], [5, 0, 2]))
+    picked = delegation.pick(y, labels)
+    cases = [
+        (picked, delegation.pick(y, labels, generic=True)),
+        (
+            delegation.minus_one_hot(y, labels, picked),
+            delegation.minus_one_hot(y, labels, picked, generic=True),
+        ),
+        (delegation.take_rows(y, rows), delegation.take_rows(y, rows, generic=True)),
+    ]
+    for fast, generic in cases:
+        assert np.array_equal(pn.to_numpy(fast), pn.to_numpy(generic))
+    product = delegation.linear(y, W, b)
+    assert_close(product, pn.to_numpy(delegation.linear(y, W, b, generic=True)), backend, dtype,
+                 sums=(5, np.abs(pn.to_numpy(y)) @ np.abs(pn.to_numpy(W)) + np.abs(pn.to_numpy(b))))
 
 
 def _layer_cases():
@@ -321,3 +349,119 @@ def test_layers_under_jit_are_the_eager_ones(backend, name):
     eager, traced = run(dict(arrays), x), jax.jit(run)(dict(arrays), x)
     for a, b in zip(jax.tree_util.tree_leaves(eager), jax.tree_util.tree_leaves(traced)):
         np.testing.assert_allclose(pn.to_numpy(b), pn.to_numpy(a), **tolerance("float64"))
+
+
+def _conv_data(dtype, stride, pad, filt):
+    """The data of test_convolution_against_the_books in ``dtype``, and per result (out, dx, dW,
+    db) how many products it sums and the sum of their absolute values (float64)."""
+    fh, fw = filt
+    x, W, b = (a.astype(dtype) for a in data(7, (3, 2, 9, 8), (4, 2, fh, fw), (4,)))
+    oh, ow = pn.conv_output_size(9, fh, stride, pad), pn.conv_output_size(8, fw, stride, pad)
+    (dout,) = (a.astype(dtype) for a in data(8, (3, 4, oh, ow)))
+    sizes = ref.convolution(*(np.abs(a.astype("float64")) for a in (x, W, b, dout)), stride, pad)
+    terms = (2 * fh * fw + 1, 4 * fh * fw, 3 * oh * ow, 3 * oh * ow)
+    return (x, W, b, dout), list(zip(terms, sizes))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("stride, pad, filt", CONV_CASES, ids=lambda c: str(c))
+def test_the_convolution_fast_path_is_the_generic_one(backend, dtype, stride, pad, filt):
+    """The library's convolution (PyTorch, JAX) against the generic im2col path: out, dx, dW, db.
+    Both are sums of the same products in other orders, each within gamma_n of the exact sum, so
+    the two within gamma_2n of each other."""
+    from portnet import delegation
+
+    arrays, sums = _conv_data(dtype, stride, pad, filt)
+    x, W, b, dout = (on(backend, a) for a in arrays)
+    fast_out, fast_saved = delegation.convolution_forward(x, W, b, stride, pad)
+    out, saved = delegation.convolution_forward(x, W, b, stride, pad, generic=True)
+    fast = (fast_out, *delegation.convolution_backward(dout, fast_saved, True))
+    generic = (out, *delegation.convolution_backward(dout, saved, True, generic=True))
+    for name, f, g, (terms, size) in zip(("out", "dx", "dW", "db"), fast, generic, sums):
+        expected = pn.to_numpy(g).astype(np.float64)
+        assert_close(f, expected, backend, dtype, sums=(2 * terms, size), err_msg=name)
+    # no input gradient asked for: none computed, the same filter gradients
+    skipped = delegation.convolution_backward(dout, fast_saved, False)
+    assert skipped[0] is None
+    for f, g in zip(skipped[1:], fast[2:]):
+        assert np.array_equal(pn.to_numpy(f), pn.to_numpy(g))
+    # the generic backward of a forward that ran a library's kernel builds the windows itself
+    again = delegation.convolution_backward(dout, fast_saved, True, generic=True)
+    for f, g in zip(again, generic[1:]):
+        assert np.array_equal(pn.to_numpy(f), pn.to_numpy(g))
+
+
+#: The cases of test_max_pooling_routes_to_the_first_maximum.
+POOL_CASES = [(2, 0, (2, 2)), (1, 0, (2, 2)), (2, 1, (3, 3)), (3, 0, (2, 3)), (1, 1, (3, 2))]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("stride, pad, window", POOL_CASES)
+def test_the_max_pooling_fast_path_is_the_generic_one(backend, dtype, stride, pad, window):
+    """The library's max pooling (PyTorch, unpadded) against the generic path, with many ties:
+    the same maxima, each gradient routed to the same (first) one; where windows overlap, the
+    gradients reaching one input add, in either order."""
+    from portnet import delegation
+
+    ph, pw = window
+    x = np.round(data(9, (2, 3, 7, 8))[0]).astype(dtype)
+    oh, ow = pn.conv_output_size(7, ph, stride, pad), pn.conv_output_size(8, pw, stride, pad)
+    (dout,) = (a.astype(dtype) for a in data(10, (2, 3, oh, ow)))
+    size = ref.max_pooling(x.astype("float64"), np.abs(dout.astype("float64")), ph, pw, stride, pad)
+    x, dout = on(backend, x), on(backend, dout)
+    fast_out, fast_saved = delegation.max_pooling_forward(x, ph, pw, stride, pad)
+    out, saved = delegation.max_pooling_forward(x, ph, pw, stride, pad, generic=True)
+    assert_close(fast_out, pn.to_numpy(out), backend, dtype, rtol=0, atol=0)
+    dx = pn.to_numpy(delegation.max_pooling_backward(dout, saved, generic=True))
+    fast_dx = delegation.max_pooling_backward(dout, fast_saved)
+    assert_close(fast_dx, dx.astype(np.float64), backend, dtype, sums=(2 * ph * pw, size[1]))
+    again = delegation.max_pooling_backward(dout, fast_saved, generic=True)
+    assert np.array_equal(pn.to_numpy(again), dx)
+
+
+#: Which libraries run their own kernels: (convolution, unpadded max pooling).
+OWN_KERNELS = {"torch": (True, True), "jax": (True, False)}
+
+
+def test_the_fast_paths_are_taken(backend):
+    """PyTorch's and JAX's convolution build no window matrix, PyTorch's pooling keeps indices
+    instead of the window slices (with a pad, which PyTorch fills with -inf, the slices); the
+    other libraries run the generic path. The layers keep what backward needs until it ran."""
+    from portnet.arrays import library_name
+
+    conv, pool = OWN_KERNELS.get(library_name(backend.xp), (False, False))
+    x = on(backend, data(15, (2, 3, 8, 8))[0])
+    layer = layer_of(pn.Convolution, backend, {"W": np.ones((4, 3, 3, 3)), "b": np.zeros(4)}, pad=1)
+    out = layer.forward(x)
+    assert (layer.saved.col is None) == conv
+    layer.backward(backend.xp.ones_like(out))
+    assert layer.saved is None and layer.dW is not None
+    for pad, own in ((0, pool), (1, False)):
+        pooling = pn.Pooling(2, 2, 2, pad)
+        out = pooling.forward(x)
+        assert (pooling.saved.windows is None) == own
+        assert (pooling.saved.indices is not None) == own
+        pooling.backward(backend.xp.ones_like(out))
+        assert pooling.saved is None
+
+
+@pytest.mark.parametrize("stride, pad, filt", CONV_CASES[:3], ids=lambda c: str(c))
+def test_half_precision_convolution_sums_in_float32(backend, stride, pad, filt):
+    """float16 convolution (inference): each output the float32 sum of the exact products,
+    rounded to float16, the bias added (in float32 or after, in float16), on either path."""
+    from portnet import delegation
+    from tests.helpers import sum_tolerance
+
+    if not hasattr(backend.xp, "float16"):
+        pytest.skip(f"{backend.name} has no float16")
+    arrays, sums = _conv_data("float16", stride, pad, filt)
+    exact = ref.convolution(*(a.astype("float64") for a in arrays), stride, pad)[0]
+    x, W, b = (on(backend, a) for a in arrays[:3])
+    products = exact - arrays[2].astype("float64")[:, None, None]
+    rounding = 2.0**-11 * (np.abs(products) + np.abs(exact))  # to float16, before and after b
+    bound = rounding + sum_tolerance(*sums[0], "float32") + 2.0**-24
+    for generic in (False, True):
+        out, _ = delegation.convolution_forward(x, W, b, stride, pad, generic=generic)
+        assert out.dtype == backend.xp.float16
+        error = np.abs(pn.to_numpy(out).astype(np.float64) - exact)
+        assert np.all(error <= bound), f"generic={generic}: {np.max(error / bound):.3g} x bound"

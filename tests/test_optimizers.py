@@ -127,3 +127,85 @@ def test_names_and_arguments():
         pn.InputError, match="optimizer 'sgd': .*unexpected keyword argument 'momentum'"
     ):
         make_optimizer("sgd", lr=0.1, momentum=0.9)
+
+
+# --------------------------------------------------------------------------- one buffer
+def _net_and_grads(backend, seed=3):
+    with pn.use_backend(backend.name, device=backend.device, dtype="float64"):
+        net = pn.MultiLayerNet(6, [5, 4], 3, seed=seed)
+        x = pn.asarray(np.random.default_rng(seed).normal(size=(8, 6)))
+        t = pn.asarray(np.arange(8) % 3)
+    return net, x, t
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_one_buffer_moves_as_each_parameter_would(backend, name):
+    """The update on the parameters' one buffer gives, bit for bit, the update of each array."""
+    net, x, t = _net_and_grads(backend)
+    assert net.params.packed() is not None
+    plain = {k: on(backend, pn.to_numpy(v).copy()) for k, v in net.params.items()}
+    flat_opt, plain_opt = make_optimizer(name, lr=0.05), make_optimizer(name, lr=0.05)
+    for _ in range(3):
+        grads = net.gradient(x, t)
+        flat_opt.update(net.params, grads)
+        plain_opt.update(plain, {k: on(backend, pn.to_numpy(g)) for k, g in grads.items()})
+        assert net.params.packed() is not None
+        for k in plain:
+            assert np.array_equal(pn.to_numpy(net.params[k]), pn.to_numpy(plain[k])), k
+    assert set(flat_opt.state_dict()["slots"]) == set(plain_opt.state_dict()["slots"])
+    for slot, arrays in flat_opt.state_dict()["slots"].items():
+        for k, a in arrays.items():
+            assert np.array_equal(a, plain_opt.state_dict()["slots"][slot][k])
+    for slot in flat_opt.slots:  # the book's attributes, by key
+        assert set(getattr(flat_opt, slot)) == set(net.params)
+
+
+def test_a_layer_sees_the_buffer_move(backend):
+    net, x, t = _net_and_grads(backend)
+    layer_view = net.layers["Affine1"].W
+    before = pn.to_numpy(layer_view).copy()
+    pn.SGD(lr=0.1).update(net.params, net.gradient(x, t))
+    now = net.layers["Affine1"].W
+    assert not np.array_equal(pn.to_numpy(now), before)
+    if backend.name != "jax":  # written in place: the layer's array is the one that moved
+        assert now is layer_view and net.params.buffer is net.params.packed()[1]
+
+
+def test_an_entry_assigned_anew_is_updated_on_its_own(backend):
+    """A rebound entry unpacks the dict: the optimizer moves each array (the state it kept as one
+    vector is read by key), and the result is the same as if nothing had been rebound."""
+    net, x, t = _net_and_grads(backend)
+    plain = {k: on(backend, pn.to_numpy(v).copy()) for k, v in net.params.items()}
+    flat_opt, plain_opt = pn.Adam(lr=0.05), pn.Adam(lr=0.05)
+    for step in range(3):
+        if step == 1:
+            net.params["b1"] = on(backend, pn.to_numpy(net.params["b1"]).copy())
+            assert net.params.packed() is None
+        grads = net.gradient(x, t)
+        flat_opt.update(net.params, grads)
+        plain_opt.update(plain, {k: on(backend, pn.to_numpy(g)) for k, g in grads.items()})
+    for k in plain:
+        assert np.array_equal(pn.to_numpy(net.params[k]), pn.to_numpy(plain[k])), k
+    net.params.flatten()
+    flat_opt.update(net.params, net.gradient(x, t))  # and back to one vector
+    assert net.params.packed() is not None
+
+
+def test_the_state_loads_into_one_buffer(backend):
+    net, x, t = _net_and_grads(backend)
+    first = pn.Adam(lr=0.05)
+    first.update(net.params, net.gradient(x, t))
+    second = pn.Adam(lr=0.05)
+    second.load_state_dict(first.state_dict(), net.params)
+    assert not isinstance(second.state["m"], dict)  # one vector, as the parameters
+    for slot in ("m", "v"):
+        for k, a in first.state_dict()["slots"][slot].items():
+            assert np.array_equal(pn.to_numpy(getattr(second, slot)[k]), a)
+
+
+def test_loading_and_checking_keep_the_buffer(backend):
+    net, x, t = _net_and_grads(backend)
+    net.numerical_gradient(x[:2, ...], t[:2])
+    assert net.params.packed() is not None
+    net.set_params({k: pn.to_numpy(v) for k, v in net.params.items()})
+    assert net.params.packed() is not None

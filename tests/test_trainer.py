@@ -328,7 +328,7 @@ def test_jax_compiled_steps_match_eager_ones(mnist):
                 verbose=False,
                 loss_every=7,
                 seed=0,
-                jit=jit,
+                compile=jit,
             )
             runs[jit] = trainer.train()
         net, trainer = runs[True].network, runs[True]
@@ -347,10 +347,32 @@ def test_jax_compiled_steps_match_eager_ones(mnist):
     assert abs(runs[True].test_acc_list[-1] - runs[False].test_acc_list[-1]) <= 0.004
 
 
+def test_torch_compiled_steps_match_eager_ones(mnist):
+    """torch.compile of the pure step (compile=True): in float64 the parameters after a few
+    steps are the eager ones, and the compile time is counted apart from the epoch's."""
+    pytest.importorskip("torch")
+    params = {}
+    with pn.use_backend("torch", dtype="float64"):
+        data = _data(mnist, 300, 100)
+        for compiled in (False, True):
+            net = pn.MultiLayerNet(784, [20, 10], 10, seed=0)
+            trainer = pn.Trainer(
+                net, *data, epochs=1, optimizer="adam", optimizer_param={"lr": 0.01},
+                verbose=False, loss_every=2, seed=0, compile=compiled,
+            )
+            trainer.train()
+            params[compiled] = {k: pn.to_numpy(v) for k, v in net.params.items()}
+            assert (trainer._compiled is not None) == compiled
+            assert (trainer.compile_times[0] > 0) == compiled
+            assert net.params.packed() is not None
+    for key, value in params[False].items():
+        np.testing.assert_allclose(params[True][key], value, rtol=1e-12, atol=1e-14)
+
+
 def test_jit_needs_what_it_can_compile(mnist):
-    with pytest.raises(pn.InputError, match="jit=True needs a library that compiles"):
+    with pytest.raises(pn.InputError, match="compile=True needs a library that compiles"):
         pn.Trainer(
-            pn.TwoLayerNet(784, 5, 10, seed=0), *_data(mnist, 500, 100), jit=True, verbose=False
+            pn.TwoLayerNet(784, 5, 10, seed=0), *_data(mnist, 500, 100), compile=True, verbose=False
         )
 
 

@@ -30,10 +30,10 @@ import os, signal, sys
 from portnet import cli, trainer
 sig, epoch, step = (int(v) for v in sys.argv[1:4])
 original = trainer.Trainer._step
-def _step(self, idx):
+def _step(self, *args):
     if self.current_iter == epoch * self.iter_per_epoch + step:
         os.kill(os.getpid(), sig)
-    original(self, idx)
+    original(self, *args)
 trainer.Trainer._step = _step
 signal.signal(signal.SIGINT, signal.default_int_handler)  # even where the parent ignores it
 sys.exit(cli.main(sys.argv[4:]))

@@ -93,6 +93,10 @@ class Adapter:
         library gives none) and ``set_state(array)``; only where :attr:`native_random`."""
         raise NotImplementedError
 
+    #: Whether training steps are compiled unless asked not to (JAX, whose arrays are made for
+    #: it); elsewhere a compiler runs only on request (``Trainer(compile=True)``).
+    compiles_by_default = False
+
     def step_compiler(self):
         """A function compiling a run of pure training steps, ``compile(step)(state, idx) ->
         (state, losses)`` (see :mod:`portnet.step`), or None where the library has none."""

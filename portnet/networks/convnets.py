@@ -147,6 +147,7 @@ class SimpleConvNet(_ConvNet):
             "Affine2": self._affine(rng, 3, hidden_size, output_size, scale),
         }
         self.last_layer = SoftmaxWithLoss()
+        self._built()
 
 
 DEEP_CONV_PARAMS = (
@@ -230,6 +231,7 @@ class DeepConvNet(_ConvNet):
             Dropout(0.5, dropout_rng),
         ]
         self.last_layer = SoftmaxWithLoss()
+        self._built()
 
     def loss(self, x, t, train_flg=True):
         """Cross-entropy of the scores against ``t``, in training mode by default (the book's)."""

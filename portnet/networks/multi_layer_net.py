@@ -90,6 +90,7 @@ class MultiLayerNet(Network):
             if use_dropout:
                 self.layers[f"Dropout{idx}"] = Dropout(dropout_ratio, dropout_rng)
         self.last_layer = SoftmaxWithLoss()
+        self._built()
 
     def _shape_text(self):
         return "-".join(map(str, self.sizes))

@@ -27,6 +27,7 @@ from ..persistence import (
     write_checkpoint,
     write_pickled_arrays,
 )
+from ..parameters import Parameters
 from ..precision import to_device
 from ..randomness import host_rng, random_normal
 from ..summary import lines as summary_lines
@@ -44,8 +45,12 @@ class Network:
         active = _backend.active()
         self.xp, self.device = active.xp, active.device
         self.dtype = active.dtype if dtype is None else _backend.resolve_dtype(self.xp, dtype)
-        self.params = {}
+        self.params = Parameters()  # packed into one buffer once built (_built)
         return host_rng(seed)
+
+    def _built(self):
+        """The end of a constructor: the parameters packed into one buffer."""
+        self.params.flatten()
 
     def _normal(self, rng, shape, scale):
         return random_normal(rng, shape, scale, self.xp, self.device, self.dtype)
@@ -183,7 +188,7 @@ class Network:
         given (a pure step's state, traced or concrete), sharing nothing it could change: whatever
         a pass leaves on the copy's layers (traced values included) goes with the copy."""
         clone = copy.copy(self)
-        clone.params = dict(params)
+        clone.params = params.copy() if isinstance(params, Parameters) else Parameters(params)
         rngs = {id(rng): copy.copy(rng) for rng in self.generators()}
         for rng, state in zip(rngs.values(), generator_states):
             rng.native = copy.copy(rng.native)
@@ -263,6 +268,7 @@ class Network:
                 )
         for key, value in arrays.items():
             self.params[key] = to_device(value, self.xp, self.device, self.dtype)
+        self.params.flatten()
 
     def architecture(self) -> dict:
         """What rebuilds this network: its class and constructor arguments."""
