@@ -16,6 +16,7 @@ import array_api_extra as xpx
 
 from .arrays import library_name, namespace_of
 from .precision import is_half
+from .windows import col2im_windows, output_shape, pad_input, window_slices
 
 
 def relu_forward(x, *, generic=False):
@@ -151,8 +152,7 @@ def matmul(a, b, *, generic=False):
 # Generic: the book's im2col and one matmul (ch. 7.4), and the maximum over a window's strided
 # slices (ch. 7.5). Fast: PyTorch's own kernels (oneDNN or cuDNN), JAX's convolution. NumPy, CuPy
 # (no cuDNN in CuPy 14) and array-api-strict run the generic path, NumPy and CuPy with their
-# strided window matrix (:func:`window_matrix`). The util helpers are imported where they are used:
-# portnet.util imports this module.
+# strided window matrix (:func:`window_matrix`).
 
 
 class ConvolutionSaved(NamedTuple):
@@ -189,8 +189,6 @@ def convolution_forward(x, W, b, stride, pad, *, generic=False):
     ``lax.conv_general_dilated``. Half-precision operands are summed in float32 and rounded once,
     as :func:`matmul` sums them, where the library's own half kernel might not (PyTorch's CPU; JAX
     is asked for float32 sums everywhere)."""
-    from .util import output_shape
-
     xp = namespace_of(x, W, b)
     output_shape(x.shape[2], x.shape[3], W.shape[2], W.shape[3], stride, pad)  # fits, or says why
     library = None if generic else library_name(xp)
@@ -213,8 +211,10 @@ def convolution_backward(dout, saved, need_dx=True, *, generic=False):
 
     Generic: dW and db from the window matrix and one matmul, dx as the correlation of the dilated,
     padded output gradient with the flipped filters. PyTorch: one ``convolution_backward`` (dx
-    skipped by its output mask); JAX: the transposes of the convolution (``jax.linear_transpose``:
-    the forward is not run again)."""
+    skipped by its output mask). JAX: dx the transpose of the convolution (``jax.linear_transpose``:
+    the forward is not run again), and dW too except on the CPU, where it is the generic matmul:
+    there XLA's filter-gradient convolution took 3.4x as long under ``jax.jit`` (204 ms against
+    59, DeepConvNet's pad-2 layer, float32, batch 100; :data:`_JAX_FILTER_GRADIENT_BY_MATMUL`)."""
     xp = namespace_of(dout)
     x, W, stride, pad, col = saved
     library = None if generic else library_name(xp)
@@ -229,23 +229,21 @@ def convolution_backward(dout, saved, need_dx=True, *, generic=False):
             )
         return (None if dx is None else dx.to(x.dtype)), dW.to(W.dtype), db.to(dout.dtype)
     if library == "jax":
-        db = xp.sum(dout, axis=(0, 2, 3))
         jax = importlib.import_module("jax")
-        dW = jax.linear_transpose(
-            lambda w: _jax_convolve(x, w, stride, pad), jax.ShapeDtypeStruct(W.shape, W.dtype)
-        )(dout)[0]
+        if _jax_platform(jax, dout) in _JAX_FILTER_GRADIENT_BY_MATMUL:
+            dW, db = _filter_gradient(dout, x, W, stride, pad, None)
+        else:
+            db = xp.sum(dout, axis=(0, 2, 3))
+            dW = jax.linear_transpose(
+                lambda w: _jax_convolve(x, w, stride, pad), jax.ShapeDtypeStruct(W.shape, W.dtype)
+            )(dout)[0]
         if not need_dx:
             return None, dW, db
         dx = jax.linear_transpose(
             lambda v: _jax_convolve(v, W, stride, pad), jax.ShapeDtypeStruct(x.shape, x.dtype)
         )(dout)[0]
         return dx, dW, db
-    if col is None:  # the forward ran a library's kernel
-        _, col = _convolve(x, W, stride, pad)
-    N, FN, OH, OW = dout.shape
-    grad = xp.reshape(xp.permute_dims(dout, (1, 0, 2, 3)), (FN, N * OH * OW))
-    db = xp.sum(grad, axis=1)
-    dW = xp.reshape(grad @ xp.matrix_transpose(col), W.shape)
+    dW, db = _filter_gradient(dout, x, W, stride, pad, col)
     if not need_dx:
         return None, dW, db
     return _convolve_transpose(dout, W, x.shape, stride, pad), dW, db
@@ -258,18 +256,16 @@ def max_pooling_forward(x, pool_h, pool_w, stride, pad, *, generic=False):
     Generic: the maximum over the window's strided slices (no reduction over a tiny axis).
     PyTorch, without a pad (it pads with -inf, the book with zeros): ``max_pool2d_with_indices``,
     which keeps each window's first maximum in row-major order, as the book's argmax. JAX runs
-    the generic path: its ``reduce_window`` gradient (a select-and-scatter) took 2.5x as long as
-    the generic backward on the CPU under ``jax.jit``, and XLA does not promise which of equal
-    maxima it picks."""
-    from .util import output_shape, window_slices
-
+    the generic path: the gradient of its ``reduce_window`` (a select-and-scatter) took 2.7x as
+    long as the generic backward under ``jax.jit`` on the CPU (42 ms against 15 for a (100, 30,
+    24, 24) input), and XLA promises no order among equal maxima (the CPU's picked the first)."""
     xp = namespace_of(x)
     output_shape(x.shape[2], x.shape[3], pool_h, pool_w, stride, pad)
     if not generic and pad == 0 and library_name(xp) == "torch":
         torch = importlib.import_module("torch")
         cpu = x.device.type == "cpu"
-        # the CPU kernel is vectorized (over the channels) in the channels-last layout only: the
-        # copy there and back costs less than the NCHW kernel (2x, MNIST's pools)
+        # the CPU kernel is vectorized (over the channels) in the channels-last layout only: with
+        # the copies there and back, forward and backward took 1.6-2x less time than in NCHW
         source = x.contiguous(memory_format=torch.channels_last) if cpu else x
         out, indices = torch.ops.aten.max_pool2d_with_indices(
             source, [pool_h, pool_w], [stride] * 2, [0, 0], [1, 1], False
@@ -289,8 +285,6 @@ def max_pooling_backward(dout, saved, *, generic=False):
 
     Generic: per window slice, where it holds the maximum and no earlier slice did, without index
     assignment. PyTorch: ``max_pool2d_with_indices_backward`` with the forward's indices."""
-    from .util import col2im_windows, window_slices
-
     xp = namespace_of(dout)
     x, out, ph, pw, stride, pad, windows, indices = saved
     if not generic and indices is not None and library_name(xp) == "torch":
@@ -313,15 +307,24 @@ def max_pooling_backward(dout, saved, *, generic=False):
 def _convolve(x, W, stride, pad):
     """The generic correlation, no bias: (N, FN, OH, OW) by im2col and one matmul, and the window
     matrix."""
-    from .util import _padded
-
     xp = namespace_of(x, W)
     FN, C, FH, FW = W.shape
-    padded, (out_h, out_w) = _padded(x, FH, FW, stride, pad)
+    padded, (out_h, out_w) = pad_input(x, FH, FW, stride, pad)
     col = window_matrix(padded, FH, FW, stride, out_h, out_w)
     out = matmul(xp.reshape(W, (FN, C * FH * FW)), col)
     out = xp.permute_dims(xp.reshape(out, (FN, x.shape[0], out_h, out_w)), (1, 0, 2, 3))
     return out, col
+
+
+def _filter_gradient(dout, x, W, stride, pad, col):
+    """The generic dL/dW and dL/db: the output gradient as a (FN, N*OH*OW) matrix times the
+    transposed window matrix ``col`` (built from ``x`` when the forward did not), and its sums."""
+    xp = namespace_of(dout)
+    if col is None:  # the forward ran a library's kernel
+        _, col = _convolve(x, W, stride, pad)
+    N, FN, OH, OW = dout.shape
+    grad = xp.reshape(xp.permute_dims(dout, (1, 0, 2, 3)), (FN, N * OH * OW))
+    return xp.reshape(grad @ xp.matrix_transpose(col), W.shape), xp.sum(grad, axis=1)
 
 
 def _convolve_transpose(dout, W, x_shape, stride, pad):
@@ -368,12 +371,26 @@ def _torch_ieee_float32(torch, x):
     if x.device.type != "cuda" or x.dtype != torch.float32:
         yield
         return
-    before = torch._C._get_fp32_precision_getter("cuda", "conv")
-    torch._C._set_fp32_precision_setter("cuda", "conv", "ieee")
+    cudnn = torch.backends.cudnn
+    conv = getattr(cudnn, "conv", None)  # PyTorch 2.9+; the legacy flag before
+    owner, name, value = (conv, "fp32_precision", "ieee") if conv else (cudnn, "allow_tf32", False)
+    before = getattr(owner, name)
+    setattr(owner, name, value)
     try:
         yield
     finally:
-        torch._C._set_fp32_precision_setter("cuda", "conv", before)
+        setattr(owner, name, before)
+
+
+#: The JAX platforms where the filter gradient is the generic matmul, not XLA's convolution.
+_JAX_FILTER_GRADIENT_BY_MATMUL = ("cpu",)
+
+
+def _jax_platform(jax, x) -> str:
+    """The platform ``x`` is on: its device's, or inside a trace (which has no device) the one
+    jit compiles for."""
+    device = array_api_compat.device(x)
+    return jax.default_backend() if device is None else device.platform
 
 
 def _jax_convolve(x, W, stride, pad):

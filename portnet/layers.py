@@ -198,7 +198,6 @@ class Convolution(_Parametric):
                 f"{self.keys['W']}: expected input of shape (N, {W.shape[1]}, H, W) for filters of shape "
                 f"{tuple(W.shape)}, got {tuple(x.shape)}"
             )
-        self.x_shape = x.shape
         out, self.saved = convolution_forward(x, W, self.b, self.stride, self.pad)
         return out
 
@@ -216,6 +215,7 @@ class Pooling:
     axis), remembering which slice held the window's first maximum; backward routes each gradient
     there, as the book's argmax does, without index assignment. PyTorch, unpadded, runs its own
     max pooling, which picks the same maximum (:func:`portnet.delegation.max_pooling_forward`).
+    ``saved`` holds what backward needs until it has run.
     """
 
     def __init__(self, pool_h, pool_w, stride=2, pad=0):
@@ -226,7 +226,6 @@ class Pooling:
     def forward(self, x, train_flg=True):
         if x.ndim != 4:
             raise InputError(f"Pooling expects input of shape (N, C, H, W), got {tuple(x.shape)}")
-        self.x_shape = x.shape
         out, self.saved = max_pooling_forward(x, self.pool_h, self.pool_w, self.stride, self.pad)
         return out
 

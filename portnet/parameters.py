@@ -84,6 +84,11 @@ class Parameters(dict):
         new.rebind(buffer)
         return new
 
+    def __reduce__(self):
+        """Pickled (and deep-copied) as a dict, packed again when loaded: the views of a buffer do
+        not survive a copy as views."""
+        return _rebuilt, (dict(self), self.packed() is not None)
+
     def copy(self) -> Parameters:
         """A new dict of the same arrays (the same buffer and views where packed)."""
         new = Parameters(self)
@@ -110,6 +115,13 @@ class Parameters(dict):
                 self[key] = value
         if mine is not None and self.packed() is None:
             self.flatten()
+
+
+def _rebuilt(arrays: dict, packed: bool) -> Parameters:
+    params = Parameters(arrays)
+    if packed:
+        params.flatten()
+    return params
 
 
 def _alike(arrays) -> bool:

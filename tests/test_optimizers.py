@@ -209,3 +209,16 @@ def test_loading_and_checking_keep_the_buffer(backend):
     assert net.params.packed() is not None
     net.set_params({k: pn.to_numpy(v) for k, v in net.params.items()})
     assert net.params.packed() is not None
+
+
+def test_copied_parameters_have_their_own_buffer(backend):
+    """copy.deepcopy (and pickle) pack the copy again: its views are of its own buffer."""
+    import copy
+
+    net, x, t = _net_and_grads(backend)
+    twin = copy.deepcopy(net.params)
+    assert twin.packed() is not None and twin.buffer is not net.params.buffer
+    pn.SGD(lr=0.1).update(twin, net.gradient(x, t))
+    assert not np.array_equal(pn.to_numpy(twin["W1"]), pn.to_numpy(net.params["W1"]))
+    moved = twin.layout.unpack(twin.buffer)["W1"]
+    assert np.array_equal(pn.to_numpy(twin["W1"]), pn.to_numpy(moved))
