@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))  # the checkout's portnet, and tests.reference for
 import portnet as pn  # noqa: E402
 import report  # noqa: E402
 import timing  # noqa: E402
-from runners_cnn import BookConvNet, PortnetConvNet, TorchEagerConvNet  # noqa: E402
+from runners_cnn import BookConvNet, CompiledConvNet, PortnetConvNet, TorchEagerConvNet  # noqa: E402
 from runners_mlp import NumpyByHand, PortnetBookLoop, PortnetTrainer, TorchByHand, TorchEager  # noqa: E402
 from tests.matrix import MATRIX  # noqa: E402
 
@@ -107,6 +107,11 @@ def bench_mlp(data, args, rates):
             ]
         for backend_id, name, device, gpu in chosen(args, args.slow_backends):
             runners.append(PortnetTrainer(backend_id, name, device, hidden, batch, data))
+            if backend_id == "torch-cpu":  # torch.compile of the pure step (compiles in warm-up)
+                runners.append(
+                    PortnetTrainer(backend_id, name, device, hidden, batch, data, compile=True)
+                )
+                runners[-1].label = "portnet torch-cpu compile"
         times = timing.interleaved(runners, args.repeats, lambda r: r.epoch())
         for r in runners:
             on_gpu = "cuda" in r.label or "cupy" in r.label
@@ -168,6 +173,12 @@ def bench_cnn(data, args):
         runners += [
             PortnetConvNet(b, name, device, kind, conv_data) for b, name, device, _ in chosen(args)
         ]
+        if args.backends is None:  # compiled steps: JAX's (its default), torch.compile's (CPU)
+            runners += [
+                CompiledConvNet(b, name, device, kind, conv_data, steps)
+                for b, name, device, _ in usable(True)
+                if b == "jax" or (b == "torch-cpu" and kind == "simple")  # Deep's dropout: eager
+            ]
         block = {r.label: book_steps if isinstance(r, BookConvNet) else steps for r in runners}
         times = timing.interleaved(runners, args.repeats, lambda r: r.steps(block[r.label]))
         part = []

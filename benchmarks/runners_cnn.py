@@ -3,6 +3,8 @@
 - ``PortnetConvNet``: the Trainer's step on portnet, ``net.loss_and_gradient`` (no label check a
   step: the Trainer checks its dataset once) then ``optimizer.update``, the mini-batch gathered on
   the device from a shuffle drawn there (float32);
+- ``CompiledConvNet``: portnet's Trainer with its steps compiled (JAX's ``jit`` of a ``scan``,
+  ``torch.compile``), a block of steps one epoch of a training set cut to that many batches;
 - ``TorchEagerConvNet``: nn.Conv2d / MaxPool2d / Linear, autograd and optim.Adam;
 - ``BookConvNet``: the book's own algorithm in NumPy float64, as its code computes (im2col with
   assignments, col2im, argmax pooling, in-place Adam), from ``tests/reference.py``.
@@ -46,6 +48,41 @@ class PortnetConvNet:
 
     def loss(self):
         return float(self.net.loss(self.x[:BATCH, ...], self.t[:BATCH]))
+
+
+class CompiledConvNet:
+    """portnet's Trainer, ``compile=True``, on the first ``block`` batches of the training set:
+    ``steps(block)`` is one epoch, the block's steps one compiled call (the losses read back once)."""
+
+    def __init__(self, backend_id, name, device, kind, data, block):
+        self.label, self.block = f"portnet {backend_id} compile", block
+        self.sync = sync_for(name, device)
+        with pn.use_backend(name, device):
+            (x, t), (xt, tt) = data
+            x, t = pn.asarray(x[: block * BATCH]), pn.asarray(t[: block * BATCH])
+            net = pn.SimpleConvNet(seed=0) if kind == "simple" else pn.DeepConvNet(seed=0)
+            self.trainer = pn.Trainer(
+                net,
+                x,
+                t,
+                pn.asarray(xt[:BATCH].reshape(-1, 1, 28, 28)),
+                pn.asarray(tt[:BATCH]),
+                epochs=1,
+                mini_batch_size=BATCH,
+                optimizer="adam",
+                optimizer_param={"lr": LR},
+                verbose=False,
+                seed=0,
+                loss_every=block,
+                compile=True,
+            )
+
+    def steps(self, k):
+        assert k == self.block, f"{self.label} runs blocks of {self.block} steps, not {k}"
+        self.trainer.train_epoch()
+
+    def loss(self):
+        return float(np.mean(self.trainer.train_loss_list[-20:]))
 
 
 class TorchEagerConvNet:

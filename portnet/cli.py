@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import signal
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -630,7 +631,7 @@ def _epoch_times(times) -> str:
     """The first epoch apart from the rest: it warms caches (compiling is counted apart)."""
     if len(times) == 1:
         return f"{times[0]:.2f} s for the epoch's training steps"
-    rest = sorted(times[1:])[len(times[1:]) // 2]
+    rest = statistics.median(times[1:])
     return f"epoch 1 {times[0]:.2f} s, then {rest:.2f} s per epoch (median; training steps only)"
 
 

@@ -306,10 +306,21 @@ class Adam(Optimizer):
         )
 
     def _rule(self, p, g, slots, lr, add):
-        b1, b2 = self.beta1, self.beta2
-        m = add(slots["m"], (1 - b1) * (g - slots["m"]))
-        v = add(slots["v"], (1 - b2) * (g * g - slots["v"]))
-        return add(p, -lr * m / (_sqrt(v) + EPS)), {"m": m, "v": v}
+        # m += (1 - b1)(g - m); v += (1 - b2)(g g - v); p -= lr_t m / (sqrt(v) + eps), the book's
+        # order, each temporary made once and then changed in place: on a network's one buffer,
+        # each fresh array is memory the system may have to fault in again at every step
+        d = g - slots["m"]
+        d *= 1 - self.beta1
+        m = add(slots["m"], d)
+        d = g * g
+        d -= slots["v"]
+        d *= 1 - self.beta2
+        v = add(slots["v"], d)
+        d = _sqrt(v)
+        d += EPS
+        u = m * -lr
+        u /= d
+        return add(p, u), {"m": m, "v": v}
 
     def step_size(self, step):
         return self.lr * _sqrt(1.0 - self.beta2**step) / (1.0 - self.beta1**step)

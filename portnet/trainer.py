@@ -115,6 +115,7 @@ class Trainer:
         )
         self._step_compiler, self._compiled = self._choose_compiler(compile), None
         self._pending = []  # (first step, losses on the device), not yet read back
+        self._shuffled = (None, None)  # the last epoch's shuffled copy, written over by the next
         self.writer = None  # where lines go instead of print (a progress bar's write)
         self._begun = False
         self._evaluation = Evaluation(samples)
@@ -159,7 +160,10 @@ class Trainer:
         if self._step_compiler is not None:
             compiling = self._compiled_epoch(order)
         else:  # the epoch's shuffled copy, one gather each; every mini-batch is then a slice
-            x, t = take_rows(self.x_train, order), take_rows(self.t_train, order)
+            x, t = self._shuffled = tuple(
+                take_rows(a, order, out=kept)
+                for a, kept in zip((self.x_train, self.t_train), self._shuffled)
+            )
             for i in range(self.iter_per_epoch):
                 for c in self._around_steps:
                     c.on_step_begin(self, i)
