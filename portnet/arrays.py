@@ -50,9 +50,10 @@ def namespace_of(*arrays):
 
 def library_name(xp) -> str:
     """'numpy', 'torch', 'cupy', 'jax' or 'array_api_strict' for a namespace of that library."""
-    name = _LIBRARY_BY_NAMESPACE.get(xp)
+    key = xp.__name__  # a string: a compiler tracing this (torch.compile) compares it
+    name = _LIBRARY_BY_NAMESPACE.get(key)
     if name is None:
-        name = _LIBRARY_BY_NAMESPACE[xp] = backends.of_namespace(xp).name
+        name = _LIBRARY_BY_NAMESPACE[key] = backends.of_namespace(xp).name
     return name
 
 

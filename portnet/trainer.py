@@ -102,6 +102,7 @@ class Trainer:
                 f"training {network!r} in batches of {self.batch_size}",
                 network.memory_needed(self.batch_size, slots) + shuffled,
             )
+            network.check_pass(self.batch_size)
         self.train_size = x_train.shape[0]
         self.iter_per_epoch = max(self.train_size // self.batch_size, 1)
         self.max_iter = self.epochs * self.iter_per_epoch

@@ -369,6 +369,26 @@ def test_torch_compiled_steps_match_eager_ones(mnist):
         np.testing.assert_allclose(params[True][key], value, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("model", ["MultiLayerNet", "SimpleConvNet"])
+def test_the_torch_step_is_one_graph(model):
+    """torch.compile traces the pure step whole: no graph break (each would be a trip back to
+    Python between kernels, and CUDA graphs could not capture the step)."""
+    torch = pytest.importorskip("torch")
+    from portnet.step import PureStep
+
+    with pn.use_backend("torch"):
+        if model == "MultiLayerNet":
+            net, shape = pn.MultiLayerNet(784, [20, 10], 10, seed=0), (200, 784)
+        else:
+            net, shape = pn.SimpleConvNet(seed=0), (200, 1, 28, 28)
+        rng = np.random.default_rng(0)
+        x, t = pn.asarray(rng.random(shape)), pn.asarray(rng.integers(0, 10, 200))
+        net.check_pass(100)
+        step = PureStep(net, pn.Adam(), x, t)
+        found = torch._dynamo.explain(step)(step.state(), torch.arange(100))
+    assert found.graph_break_count == 0, [b.reason for b in found.break_reasons]
+
+
 def test_jit_needs_what_it_can_compile(mnist):
     with pytest.raises(pn.InputError, match="compile=True needs a library that compiles"):
         pn.Trainer(

@@ -69,7 +69,7 @@ class Network:
         return self._predict(self._input(x, "x"), train_flg)
 
     def _predict(self, x, train_flg):
-        self._check_batch(x.shape[0], train_flg)
+        self.check_pass(x.shape[0], train_flg)
         for layer in self.layer_list():
             x = layer.forward(x, train_flg)
         return x
@@ -188,6 +188,8 @@ class Network:
         given (a pure step's state, traced or concrete), sharing nothing it could change: whatever
         a pass leaves on the copy's layers (traced values included) goes with the copy."""
         clone = copy.copy(self)
+        clone._sizes = None  # no memory check of its passes: the step's caller checked them (a
+        # check reads the sizes seen so far, which a compiler would guard on and recompile for)
         clone.params = params.copy() if isinstance(params, Parameters) else Parameters(params)
         rngs = {id(rng): copy.copy(rng) for rng in self.generators()}
         for rng, state in zip(rngs.values(), generator_states):
@@ -367,7 +369,10 @@ class Network:
         self._sizes = sizes
         check_memory(what, 2 * sizes.parameters * self._itemsize() + self._activations(1, True))
 
-    def _check_batch(self, n, train):
+    def check_pass(self, n, train=True) -> None:
+        """Refuse a pass of ``n`` samples (training: forward and backward) that this machine
+        cannot hold, before it allocates; checked once per size (every training step passes the
+        same one; the Trainer checks its batch up front, so a compiled step never does)."""
         sizes = getattr(self, "_sizes", None)  # None: a network that did not count its sizes
         if sizes is not None and (n, train) not in self.__dict__.setdefault("_fits", set()):
             # once per batch size: every training step passes the same one
