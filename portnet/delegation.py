@@ -310,7 +310,7 @@ def max_pooling_backward(dout, saved, *, generic=False):
         if free is not None:
             hit = hit & free
         free = ~hit if free is None else free & ~hit
-        grads.append(dout * xp.astype(hit, dout.dtype))
+        grads.append(keep(dout, hit, generic=generic))
     return col2im_windows(grads, x.shape, ph, pw, stride, pad)
 
 
