@@ -64,21 +64,21 @@ def minus_one_hot(y, labels, picked, *, generic=False):
     xp = namespace_of(y)
     library = library_name(xp)
     if not generic and library == "torch":
-        return y.scatter(-1, labels[..., None], picked - 1)
+        return y.scatter(-1, _torch_index(labels), picked - 1)
     device = array_api_compat.device(y)
     if not generic and library in ("numpy", "cupy"):  # the bools subtracted as they are
-        key = (library, str(device), y.shape[-1], labels.dtype)
+        key = (library, str(device), y.shape[-1])
         classes = _CLASSES.get(key)
-        if classes is None:
-            classes = _CLASSES[key] = xp.arange(y.shape[-1], dtype=labels.dtype, device=device)
+        if classes is None:  # the default integers: uint8 labels compare without wrapping
+            classes = _CLASSES[key] = xp.arange(y.shape[-1], device=device)
             if library == "numpy":
                 classes.flags.writeable = False  # shared: nobody may change it
         return y - (labels[..., None] == classes)
-    classes = xp.arange(y.shape[-1], dtype=labels.dtype, device=device)
+    classes = xp.arange(y.shape[-1], device=device)
     return y - xp.astype(labels[..., None] == classes, y.dtype)
 
 
-#: The class numbers 0..n-1 per library, device, n and dtype (NumPy and CuPy: no kernel a step).
+#: The class numbers 0..n-1 per library, device and n (NumPy and CuPy: no kernel a step).
 _CLASSES: dict = {}
 
 
@@ -87,7 +87,7 @@ def pick(y, labels, *, generic=False):
     Generic: ``take_along_axis``; PyTorch: ``gather``, without array-api-compat's handling of
     negative indices (two more kernels; labels were checked to be in range)."""
     if not generic and library_name(namespace_of(y)) == "torch":
-        return y.gather(-1, labels[..., None])
+        return y.gather(-1, _torch_index(labels))
     return namespace_of(y).take_along_axis(y, labels[..., None], axis=-1)
 
 
@@ -106,6 +106,12 @@ def take_rows(x, idx, *, out=None, generic=False):
     if library == "cupy" and out is not None:
         return importlib.import_module(library).take(x, idx, axis=0, out=out)
     return xp.take(x, idx, axis=0)
+
+
+def _torch_index(labels):
+    """Labels as PyTorch's gather and scatter take them: (..., 1), int64."""
+    idx = labels[..., None]
+    return idx if idx.dtype == _torch().int64 else idx.long()
 
 
 def _torch():
@@ -331,7 +337,9 @@ def _filter_gradient(dout, x, W, stride, pad, col):
     transposed window matrix ``col`` (built from ``x`` when the forward did not), and its sums."""
     xp = namespace_of(dout)
     if col is None:  # the forward ran a library's kernel
-        _, col = _convolve(x, W, stride, pad)
+        FH, FW = W.shape[2:]
+        padded, (out_h, out_w) = pad_input(x, FH, FW, stride, pad)
+        col = window_matrix(padded, FH, FW, stride, out_h, out_w)
     N, FN, OH, OW = dout.shape
     grad = xp.reshape(xp.permute_dims(dout, (1, 0, 2, 3)), (FN, N * OH * OW))
     return xp.reshape(grad @ xp.matrix_transpose(col), W.shape), xp.sum(grad, axis=1)

@@ -28,7 +28,7 @@ from .delegation import (
     relu_forward,
 )
 from .errors import InputError
-from .functions import labels_of, mean_log_loss, sigmoid, softmax
+from .functions import check_labels, labels_of, mean_log_loss, sigmoid, softmax
 from .randomness import Random
 
 __all__ = [
@@ -238,21 +238,24 @@ class Pooling:
 class SoftmaxWithLoss:
     """Softmax then cross-entropy; backward gives (y - t) / N (ch. 5.6.3, fig. 5-30).
 
-    ``t`` is one-hot rows or integer labels (shape (N,) or the book's (N, 1)). Labels are not
-    range-checked here (the hot path): the networks' public methods and the Trainer check them.
+    ``t`` is one-hot rows or integer labels (shape (N,) or the book's (N, 1)). Labels are
+    range-checked (one number read back from the device) unless ``check=False``: portnet's
+    networks check theirs once, in their public methods and the Trainer, and pass it.
     """
 
-    def forward(self, x, t):
+    def forward(self, x, t, *, check=True):
         xp = namespace_of(x, t)
         y = self.y = softmax(x)
         if tuple(t.shape) == tuple(x.shape):  # one-hot rows: the book's backward subtracts them
-            self.t, self.labels = xp.astype(t, y.dtype, copy=False), None
+            self.t, self.labels, self.picked = xp.astype(t, y.dtype, copy=False), None, None
             picked = xp.sum(y * self.t, axis=-1)  # exact: the other products are zeros
         else:
             self.t = self.labels = labels_of(xp, x.shape, t, "SoftmaxWithLoss")
+            if check:
+                check_labels(xp, self.labels, x.shape[-1])
             self.picked = pick(y, self.labels)
             picked = self.picked[..., 0]
-        self.loss = mean_log_loss(xp, picked, y.ndim == 1 or y.shape[0])
+        self.loss = mean_log_loss(xp, picked, 1 if y.ndim == 1 else y.shape[0])
         return self.loss
 
     def backward(self, dout=1):

@@ -14,6 +14,7 @@ Python numbers work as the book's 2-D demos use them.
 from __future__ import annotations
 
 import math
+from types import MappingProxyType
 
 from .arrays import book_star_numpy, is_array, library_name, namespace_of, writeable
 from .checks import fraction, rate
@@ -101,6 +102,8 @@ class Optimizer:
         step = state["step"] + 1
         lr = self.step_size(_wide(step))
         packed = _packed(params) if len(grads) == len(params) else None
+        if packed is not None and not packed[0].fits(grads):
+            packed = None  # a gradient of another shape: each parameter on its own (it broadcasts or fails)
         if packed is not None:
             layout, buffer = packed
             slots = {slot: self._flat(state[slot], layout) for slot in self.slots}
@@ -126,7 +129,7 @@ class Optimizer:
         if new is params:  # one buffer, written in place
             return
         if isinstance(new, Parameters) and isinstance(params, Parameters):
-            params.rebind(new.buffer)  # one new buffer (arrays that cannot be written)
+            params.rebind(new.buffer, new._views)  # one new buffer (arrays that cannot be written)
             return
         for key in grads:
             if new[key] is not params[key]:  # not written in place: rebound
@@ -193,7 +196,10 @@ class Optimizer:
             state = self.__dict__.get("state")
             if state is None:
                 return None
-            return state["step"] if name == "iter" else self._keyed(state[name])
+            if name == "iter":
+                return state["step"]
+            slot = state[name]  # one vector: views by key, to read (write them in place: [...] =)
+            return slot if isinstance(slot, dict) else MappingProxyType(self._keyed(slot))
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def step_size(self, step):

@@ -35,6 +35,14 @@ class Layout:
         xp = namespace_of(*(arrays[k] for k in self.spans))
         return xp.concat([xp.reshape(arrays[k], (-1,)) for k in self.spans])
 
+    def fits(self, arrays: dict) -> bool:
+        """Whether ``arrays`` has an array of each key's shape (a gradient for each parameter)."""
+        for key, (_, _, shape) in self.spans.items():
+            a = arrays.get(key)
+            if a is None or tuple(a.shape) != shape:
+                return False
+        return True
+
     def unpack(self, flat) -> dict:
         """Views of ``flat``, one per key, in the arrays' shapes (no copy where the library has
         views; slices of the traced vector under a compiler)."""
@@ -63,9 +71,10 @@ class Parameters(dict):
         self.layout = Layout(self)
         self.rebind(self.layout.pack(self))
 
-    def rebind(self, buffer) -> None:
-        """Make ``buffer`` (laid out as :attr:`layout`) the parameters: the entries its views."""
-        self.buffer, self._views = buffer, self.layout.unpack(buffer)
+    def rebind(self, buffer, views=None) -> None:
+        """Make ``buffer`` (laid out as :attr:`layout`) the parameters: the entries its views
+        (``views``, where they were made already)."""
+        self.buffer, self._views = buffer, self.layout.unpack(buffer) if views is None else views
         dict.update(self, self._views)
 
     def packed(self):
@@ -85,9 +94,10 @@ class Parameters(dict):
         return new
 
     def __reduce__(self):
-        """Pickled (and deep-copied) as a dict, packed again when loaded: the views of a buffer do
-        not survive a copy as views."""
-        return _rebuilt, (dict(self), self.packed() is not None)
+        """Pickled and copied (``copy.copy``, ``copy.deepcopy``) as a plain dict of its arrays,
+        which the book's code and portnet's safe unpickler read: views of a buffer would not
+        survive a copy as views (:meth:`flatten` packs a copy again)."""
+        return dict, (dict(self),)
 
     def copy(self) -> Parameters:
         """A new dict of the same arrays (the same buffer and views where packed)."""
@@ -115,13 +125,6 @@ class Parameters(dict):
                 self[key] = value
         if mine is not None and self.packed() is None:
             self.flatten()
-
-
-def _rebuilt(arrays: dict, packed: bool) -> Parameters:
-    params = Parameters(arrays)
-    if packed:
-        params.flatten()
-    return params
 
 
 def _alike(arrays) -> bool:

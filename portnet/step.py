@@ -46,6 +46,8 @@ class PureStep:
         if opt.state is None:
             opt.state = opt.init(net.params)
         xp = namespace_of(*net.params.values())
+        if isinstance(net.params, Parameters) and net.params.packed() is None:
+            net.params.flatten()  # an entry rebound between runs (a callback's): one buffer again
         packed = net.params.packed() if isinstance(net.params, Parameters) else None
         return {
             "params": dict(net.params) if packed is None else packed[1],

@@ -147,6 +147,7 @@ class Trainer:
         finally:
             self._emit("close")
             self._begun = False
+            self._shuffled = (None, None)  # the epoch's copy of the training set, let go
         return self
 
     def train_epoch(self) -> float:
@@ -198,7 +199,7 @@ class Trainer:
         if self._compiled is None or settings != self._compiled_for:  # a trace bakes them in
             self._pure = PureStep(self.network, self.optimizer, self.x_train, self.t_train)
             self._compiled, self._compiled_for = self._step_compiler(self._pure), settings
-        before = self._compiled.compile_seconds
+        before = getattr(self._compiled, "compile_seconds", 0.0)
         for start in range(0, n, self.loss_every):
             stop = min(start + self.loss_every, n)
             state, losses = self._compiled(
@@ -208,7 +209,7 @@ class Trainer:
             self._pending.append((self.current_iter, losses))
             self.current_iter += stop - start
             self._flush()
-        return self._compiled.compile_seconds - before
+        return getattr(self._compiled, "compile_seconds", 0.0) - before
 
     def _flush(self):
         """Read the pending losses back in one transfer, then hand them to the callbacks."""
@@ -271,6 +272,7 @@ class Trainer:
                 "train_acc": list(self.train_acc_list),
                 "test_acc": list(self.test_acc_list),
                 "epoch_times": list(self.epoch_times),
+                "compile_times": list(self.compile_times),
             },
         }
 
@@ -320,6 +322,7 @@ class Trainer:
             list(history["test_acc"]),
             list(history["epoch_times"]),
         )
+        self.compile_times = list(history.get("compile_times", [0.0] * len(self.epoch_times)))
 
     def write(self, line: str) -> None:
         """Print ``line`` (through the progress bar while one is shown)."""
@@ -348,8 +351,8 @@ class Trainer:
         if wanted and not can:
             raise InputError(
                 "compile=True needs a library that compiles (JAX, PyTorch), one of portnet's networks and "
-                "optimizers, and dropout drawn by a generator whose state is data (JAX's keys; with "
-                "PyTorch, random_source='host' or no dropout)"
+                "optimizers, and dropout drawn by a generator whose state is data: JAX's keys "
+                "(random_source='native'); with PyTorch, a network without dropout"
             )
         if wanted is None:
             wanted = adapter.compiles_by_default

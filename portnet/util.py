@@ -2,9 +2,9 @@
 shuffle_dataset, on the array API.
 
 The book's ``im2col`` / ``col2im`` lay a convolution's input windows (:mod:`portnet.windows`) out
-as (N*OH*OW, C*FH*FW) rows; the layers use :func:`im2col_windows`' layout, one (C*FH*FW,
-N*OH*OW) matrix, so that a filter bank reshaped to (FN, C*FH*FW) times it is the whole batch's
-convolution.
+as (N*OH*OW, C*FH*FW) rows; :func:`im2col_windows` gives them as the generic convolution
+(:mod:`portnet.delegation`) uses them, one (C*FH*FW, N*OH*OW) matrix, so that a filter bank
+reshaped to (FN, C*FH*FW) times it is the whole batch's convolution.
 """
 
 from __future__ import annotations

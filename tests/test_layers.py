@@ -479,3 +479,23 @@ def test_half_precision_convolution_sums_in_float32(backend, stride, pad, filt):
         assert out.dtype == backend.xp.float16
         error = np.abs(pn.to_numpy(out).astype(np.float64) - exact)
         assert np.all(error <= bound), f"generic={generic}: {np.max(error / bound):.3g} x bound"
+
+
+def test_softmax_with_loss_used_directly_checks_its_labels(backend):
+    """As the book's ch. 5 uses it: a label out of range is an error, not a wrapped index."""
+    layer = pn.SoftmaxWithLoss()
+    x = on(backend, np.zeros((2, 3)))
+    with pytest.raises(pn.InputError, match="label 3 is out of range"):
+        layer.forward(x, on(backend, np.array([0, 3])))
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int32"])
+def test_labels_of_any_integer_dtype(backend, dtype):
+    """The gather and the one-hot subtraction take labels of any integer dtype (PyTorch's gather
+    wants int64: converted; uint8 class numbers would wrap: compared as default integers)."""
+    y = on(backend, np.full((2, 300), 1 / 300))
+    labels = on(backend, np.array([200, 5], dtype=dtype))  # 5 is also 261 wrapped to uint8
+    layer = pn.SoftmaxWithLoss()
+    layer.forward(y, labels)
+    dx = pn.to_numpy(layer.backward())
+    assert np.count_nonzero(dx < 0) == 2 and dx[0, 200] < 0 and dx[1, 5] < 0

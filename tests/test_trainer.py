@@ -389,6 +389,27 @@ def test_the_torch_step_is_one_graph(model):
     assert found.graph_break_count == 0, [b.reason for b in found.break_reasons]
 
 
+def test_a_callback_may_rebind_a_parameter_between_compiled_epochs(mnist):
+    """On JAX a parameter is changed by rebinding it (a max-norm clip, say): the next compiled
+    epoch packs the parameters into one buffer again and goes on."""
+    pytest.importorskip("jax")
+
+    class Clip(pn.Callback):
+        def on_epoch_end(self, trainer):
+            params = trainer.network.params
+            params["W1"] = trainer._xp.clip(params["W1"], -0.05, 0.05)
+
+    with pn.use_backend("jax"):
+        net = pn.MultiLayerNet(784, [20], 10, seed=0)
+        trainer = pn.Trainer(
+            net, *_data(mnist, 400, 100), epochs=2, optimizer="adam", verbose=False,
+            loss_every=2, seed=0, callbacks=[Clip()],
+        )
+        trainer.train()
+        assert trainer._compiled is not None and len(trainer.epoch_times) == 2
+        assert float(trainer._xp.max(trainer._xp.abs(net.params["W1"]))) <= np.float32(0.05)
+
+
 def test_jit_needs_what_it_can_compile(mnist):
     with pytest.raises(pn.InputError, match="compile=True needs a library that compiles"):
         pn.Trainer(
@@ -499,7 +520,7 @@ def test_an_epoch_without_train(mnist):
 
 
 def test_a_changed_learning_rate_reaches_the_compiled_step(mnist):
-    """A trace bakes Python numbers in: a callback's new lr recompiles the step (JAX, jit=None)."""
+    """A trace bakes Python numbers in: a callback's new lr recompiles the step (JAX, compile=None)."""
     pytest.importorskip("jax")
     first = {}
 

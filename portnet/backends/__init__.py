@@ -99,7 +99,8 @@ class Adapter:
 
     def step_compiler(self):
         """A function compiling a run of pure training steps, ``compile(step)(state, idx) ->
-        (state, losses)`` (see :mod:`portnet.step`), or None where the library has none."""
+        (state, losses)`` (see :mod:`portnet.step`), whose result counts the seconds it spent
+        compiling in ``compile_seconds``; or None where the library has none."""
         return None
 
     def version(self) -> str:

@@ -102,10 +102,12 @@ def compile_steps(step):
     programs = {}
 
     def run(state, idx):
-        program = programs.get(idx.shape)
-        if program is None:
+        leaves, tree = jax.tree_util.tree_flatten((state, idx))
+        key = (tree, tuple((a.shape, a.dtype, getattr(a, "weak_type", False)) for a in leaves))
+        program = programs.get(key)
+        if program is None:  # compiled for each form of the state (and run length) it meets
             start = time.perf_counter()
-            program = programs[idx.shape] = jitted.lower(state, idx).compile()
+            program = programs[key] = jitted.lower(state, idx).compile()
             run.compile_seconds += time.perf_counter() - start
         return program(state, idx)
 

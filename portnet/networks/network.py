@@ -27,6 +27,7 @@ from ..persistence import (
     write_checkpoint,
     write_pickled_arrays,
 )
+from ..layers import SoftmaxWithLoss
 from ..parameters import Parameters
 from ..precision import to_device
 from ..randomness import host_rng, random_normal
@@ -301,7 +302,8 @@ class Network:
 
     def _loss(self, x, t, train_flg):
         y = self._predict(x, train_flg)
-        loss = self.last_layer.forward(y, t)
+        last = self.last_layer  # the labels were checked once, by the public method or Trainer
+        loss = last.forward(y, t, check=False) if isinstance(last, SoftmaxWithLoss) else last.forward(y, t)
         if self.weight_decay_lambda:
             xp = self.xp
             decay = sum(xp.sum(self.params[k] ** 2) for k in self._decayed_keys())
