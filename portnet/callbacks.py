@@ -327,7 +327,10 @@ class TrainingCheckpoint(Callback):
         # the first write creates the file exclusively unless told to replace it: a concurrent
         # run saving to the same name fails then, rather than replacing this one's
         write_training_checkpoint(
-            self.path, meta, trainer.state_dict(), self.settings,
+            self.path,
+            meta,
+            trainer.state_dict(),
+            self.settings,
             overwrite=self.replace or self.saved is not None,
         )
         self.saved = trainer.current_epoch

@@ -186,7 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--lr", type=_positive(float), help=f"learning rate (default per optimizer: {DEFAULT_LR})"
     )
     train.add_argument(
-        "--weight-decay", type=_positive(float), metavar="LAMBDA",
+        "--weight-decay",
+        type=_positive(float),
+        metavar="LAMBDA",
         help="L2 weight decay of --model multi-layer (ch. 6.4.2; the book's weight_decay_lambda)",
     )
     train.add_argument(
@@ -477,20 +479,31 @@ def _train(args) -> int:
     settings = {key: getattr(args, key) for key in resume.SETTINGS}
     settings.update(hidden=hidden, lr=lr, epochs=epochs, backend=chosen.name)
     settings.update(device=str(chosen.device), dtype=_backend.dtype_name(chosen.dtype))
-    settings.update({key: None if getattr(args, key) is None else str(getattr(args, key))
-                     for key in ("log", "tensorboard")})
+    settings.update(
+        {
+            key: None if getattr(args, key) is None else str(getattr(args, key))
+            for key in ("log", "tensorboard")
+        }
+    )
     saved, state = getattr(args, "resumed", (None, None))
     if saved is not None:
         resume.check(args.resume, saved, settings, state["epoch"])
     save, plot = _outputs(args)
-    checkpoint = None if save is None else TrainingCheckpoint(save, settings, overwrite=args.overwrite)
+    checkpoint = (
+        None if save is None else TrainingCheckpoint(save, settings, overwrite=args.overwrite)
+    )
     callbacks = [
         *([CSVLogger(args.log)] if args.log is not None else []),
         *([TensorBoard(args.tensorboard)] if args.tensorboard is not None else []),
         *([checkpoint] if checkpoint is not None else []),
     ]
-    net = _network(args.model, hidden, seed=args.seed, random_source=args.random_source,
-                   weight_decay=args.weight_decay or 0)
+    net = _network(
+        args.model,
+        hidden,
+        seed=args.seed,
+        random_source=args.random_source,
+        weight_decay=args.weight_decay or 0,
+    )
     _check_training_memory(net, args)
     (x_train, t_train), (x_test, t_test) = LOADERS[args.dataset](
         flatten=not conv, data_dir=args.data_dir
@@ -542,8 +555,9 @@ def _train(args) -> int:
         if status not in (130, 128 + signal.SIGTERM):
             raise
         what = "interrupted" if status == 130 else "terminated"
-        print(f"portnet: {what} in epoch {trainer.current_epoch + 1}; {_kept(save)}",
-              file=sys.stderr)
+        print(
+            f"portnet: {what} in epoch {trainer.current_epoch + 1}; {_kept(save)}", file=sys.stderr
+        )
         return status
     total = time.perf_counter() - start
     print(
@@ -587,7 +601,9 @@ def _check_training_memory(net, args) -> None:
     )
 
 
-def _network(model, hidden, *, seed, random_source="native", activation="relu", dtype=None, weight_decay=0):
+def _network(
+    model, hidden, *, seed, random_source="native", activation="relu", dtype=None, weight_decay=0
+):
     """The network ``model`` names, with the command's options."""
     if activation != "relu" and model != "multi-layer":
         raise InputError(f"--activation {activation} applies to --model multi-layer, not {model}")
@@ -676,7 +692,8 @@ class EpochLine(Callback):
 def _evaluate(args) -> int:
     path = args.checkpoint
     args.plot_misclassified, args.plot_confusion = (
-        None if p is None else figures.figure_path(p) for p in (args.plot_misclassified, args.plot_confusion)
+        None if p is None else figures.figure_path(p)
+        for p in (args.plot_misclassified, args.plot_confusion)
     )
     pictures = {
         "--plot-misclassified": args.plot_misclassified,
@@ -690,7 +707,9 @@ def _evaluate(args) -> int:
                 raise FileExistsError(f"{png} exists; pass --overwrite to replace it") from None
             figures.check_format(png, option)
     if None not in pictures.values() and len({p.resolve() for p in pictures.values()}) == 1:
-        raise InputError(f"--plot-misclassified and --plot-confusion both name {args.plot_confusion}")
+        raise InputError(
+            f"--plot-misclassified and --plot-confusion both name {args.plot_confusion}"
+        )
     if path.suffix == ".pkl":
         if args.model is None:
             raise InputError(

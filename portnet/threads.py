@@ -108,7 +108,11 @@ def _cpu_times() -> dict[int, list[int]]:
     with open("/proc/stat") as f:
         for line in f:
             name, *values = line.split()
-            if name.startswith("cpu") and name[3:].isdigit() and (mine is None or int(name[3:]) in mine):
+            if (
+                name.startswith("cpu")
+                and name[3:].isdigit()
+                and (mine is None or int(name[3:]) in mine)
+            ):
                 times[int(name[3:])] = [int(v) for v in values[:8]]
     if not times:
         raise ValueError("no per-core counters in /proc/stat")

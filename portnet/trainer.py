@@ -401,7 +401,12 @@ def _traced_settings(optimizer, network) -> tuple:
     """The Python numbers a compiled step bakes in (learning rate, momenta, weight decay, dropout
     ratios, ...), of the optimizer, the network and its layers: when one changes (a callback's
     schedule), the step is compiled again."""
-    objects = [optimizer, network, *getattr(network, "layer_list", list)(), getattr(network, "last_layer", None)]
+    objects = [
+        optimizer,
+        network,
+        *getattr(network, "layer_list", list)(),
+        getattr(network, "last_layer", None),
+    ]
     return tuple(
         tuple(sorted((k, v) for k, v in vars(o).items() if isinstance(v, (bool, int, float))))
         for o in objects

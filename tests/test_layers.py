@@ -302,8 +302,13 @@ def test_the_loss_fast_paths_are_the_generic_ones(backend, dtype):
     for fast, generic in cases:
         assert np.array_equal(pn.to_numpy(fast), pn.to_numpy(generic))
     product = delegation.linear(y, W, b)
-    assert_close(product, pn.to_numpy(delegation.linear(y, W, b, generic=True)), backend, dtype,
-                 sums=(5, np.abs(pn.to_numpy(y)) @ np.abs(pn.to_numpy(W)) + np.abs(pn.to_numpy(b))))
+    assert_close(
+        product,
+        pn.to_numpy(delegation.linear(y, W, b, generic=True)),
+        backend,
+        dtype,
+        sums=(5, np.abs(pn.to_numpy(y)) @ np.abs(pn.to_numpy(W)) + np.abs(pn.to_numpy(b))),
+    )
 
 
 def _layer_cases():

@@ -357,8 +357,15 @@ def test_torch_compiled_steps_match_eager_ones(mnist):
         for compiled in (False, True):
             net = pn.MultiLayerNet(784, [20, 10], 10, seed=0)
             trainer = pn.Trainer(
-                net, *data, epochs=1, optimizer="adam", optimizer_param={"lr": 0.01},
-                verbose=False, loss_every=2, seed=0, compile=compiled,
+                net,
+                *data,
+                epochs=1,
+                optimizer="adam",
+                optimizer_param={"lr": 0.01},
+                verbose=False,
+                loss_every=2,
+                seed=0,
+                compile=compiled,
             )
             trainer.train()
             params[compiled] = {k: pn.to_numpy(v) for k, v in net.params.items()}
@@ -402,8 +409,14 @@ def test_a_callback_may_rebind_a_parameter_between_compiled_epochs(mnist):
     with pn.use_backend("jax"):
         net = pn.MultiLayerNet(784, [20], 10, seed=0)
         trainer = pn.Trainer(
-            net, *_data(mnist, 400, 100), epochs=2, optimizer="adam", verbose=False,
-            loss_every=2, seed=0, callbacks=[Clip()],
+            net,
+            *_data(mnist, 400, 100),
+            epochs=2,
+            optimizer="adam",
+            verbose=False,
+            loss_every=2,
+            seed=0,
+            callbacks=[Clip()],
         )
         trainer.train()
         assert trainer._compiled is not None and len(trainer.epoch_times) == 2
@@ -532,8 +545,16 @@ def test_a_changed_learning_rate_reaches_the_compiled_step(mnist):
 
     with pn.use_backend("jax"):
         net = pn.TwoLayerNet(784, 10, 10, seed=0)
-        trainer = pn.Trainer(net, *_data(mnist, 1000, 100), epochs=2, optimizer="sgd",
-                             optimizer_param={"lr": 0.1}, verbose=False, seed=0, callbacks=[StopLearning()])
+        trainer = pn.Trainer(
+            net,
+            *_data(mnist, 1000, 100),
+            epochs=2,
+            optimizer="sgd",
+            optimizer_param={"lr": 0.1},
+            verbose=False,
+            seed=0,
+            callbacks=[StopLearning()],
+        )
         trainer.train()
         assert trainer._step_compiler is not None
         for key, value in net.params.items():  # epoch 2 ran at lr 0: nothing moved

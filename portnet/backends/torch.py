@@ -91,10 +91,10 @@ class _TorchGenerator:
 
 def compile_steps(step):
     """``torch.compile`` of one pure step, run once per row of ``idx``: ``(state, idx of shape
-    (steps, batch)) -> (state, losses)``. On a GPU in mode 'reduce-overhead': the step is
-    captured as a CUDA graph and replayed, one launch a step; its outputs live in the graph's own
-    memory, which the next replay writes, so the losses and the final state are copied out. The
-first call of each shape compiles; its time (with that one step) is in ``compile_seconds``."""
+        (steps, batch)) -> (state, losses)``. On a GPU in mode 'reduce-overhead': the step is
+        captured as a CUDA graph and replayed, one launch a step; its outputs live in the graph's own
+        memory, which the next replay writes, so the losses and the final state are copied out. The
+    first call of each shape compiles; its time (with that one step) is in ``compile_seconds``."""
     import torch
 
     compiled, shapes = {}, set()

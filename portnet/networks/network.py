@@ -303,7 +303,11 @@ class Network:
     def _loss(self, x, t, train_flg):
         y = self._predict(x, train_flg)
         last = self.last_layer  # the labels were checked once, by the public method or Trainer
-        loss = last.forward(y, t, check=False) if isinstance(last, SoftmaxWithLoss) else last.forward(y, t)
+        loss = (
+            last.forward(y, t, check=False)
+            if isinstance(last, SoftmaxWithLoss)
+            else last.forward(y, t)
+        )
         if self.weight_decay_lambda:
             xp = self.xp
             decay = sum(xp.sum(self.params[k] ** 2) for k in self._decayed_keys())
