@@ -49,15 +49,9 @@ def namespace_of(*arrays):
 
 
 def library_name(xp) -> str:
-    """'numpy', 'torch', 'cupy', 'jax' or 'array_api_strict' for a namespace of that library."""
-    key = xp.__name__  # a string: a compiler tracing this (torch.compile) compares it
-    name = _LIBRARY_BY_NAMESPACE.get(key)
-    if name is None:
-        name = _LIBRARY_BY_NAMESPACE[key] = backends.of_namespace(xp).name
-    return name
-
-
-_LIBRARY_BY_NAMESPACE: dict = {}
+    """'numpy', 'torch', 'cupy', 'jax' or 'array_api_strict' for a namespace of that library:
+    read off its name, with no cache a compiler tracing this (torch.compile) would guard on."""
+    return xp.__name__.removeprefix("array_api_compat.").split(".", 1)[0]
 
 
 def is_tracer(x) -> bool:
