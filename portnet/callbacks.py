@@ -25,11 +25,11 @@ import os
 import time
 from pathlib import Path
 
-from .arrays import dtype_name, is_array, namespace_of, writeable
+from .arrays import dtype_name, is_array, namespace_of
 from . import progress
 from .errors import InputError, MissingDependencyError, PortnetError, TrainingDiverged
 from .functions import DELTA
-from .parameters import Parameters, snapshot, storage
+from .parameters import assign, snapshot, storage
 from .persistence import (
     check_writable,
     read_bounded,
@@ -194,14 +194,7 @@ def _restore(network, saved) -> None:
     """Put the snapshot back: the parameters in place where the arrays allow it (a layer may
     hold them), the buffers by :meth:`~portnet.networks.Network.load_buffers`."""
     params, buffers = saved
-    if isinstance(network.params, Parameters):
-        network.params.assign(params)
-    else:
-        for key, value in params.items():
-            if writeable(network.params.get(key)):
-                network.params[key][...] = value
-            else:
-                network.params[key] = value
+    assign(network.params, params)
     if buffers:
         network.load_buffers(buffers)
 

@@ -106,25 +106,27 @@ class Parameters(dict):
             new.layout, new.buffer, new._views = self.layout, self.buffer, self._views
         return new
 
-    def assign(self, values: dict) -> None:
-        """Put ``values`` (arrays by key, e.g. a snapshot) into the parameters: written into the
-        buffer in one operation where both are packed alike and it can be written, else entry by
-        entry (in place where the arrays allow it, as a layer may hold them), then packed again."""
-        mine = self.packed()
-        theirs = values.packed() if isinstance(values, Parameters) else None
-        if mine is not None and theirs is not None and mine[0] == theirs[0]:
-            if writeable(mine[1]):
-                mine[1][...] = theirs[1]
-            else:
-                self.rebind(theirs[1])
-            return
-        for key, value in values.items():
-            if writeable(self.get(key)):
-                self[key][...] = value
-            else:
-                self[key] = value
-        if mine is not None and self.packed() is None:
-            self.flatten()
+
+def assign(params: dict, values: dict) -> None:
+    """Put ``values`` (arrays by key, e.g. a snapshot) into ``params`` (any dict of parameters):
+    into the buffer in one operation where both are packed alike and it can be written, else
+    entry by entry (in place where the arrays allow it, as a layer may hold them), then packed
+    again."""
+    mine = params.packed() if isinstance(params, Parameters) else None
+    theirs = values.packed() if isinstance(values, Parameters) else None
+    if mine is not None and theirs is not None and mine[0] == theirs[0]:
+        if writeable(mine[1]):
+            mine[1][...] = theirs[1]
+        else:
+            params.rebind(theirs[1])
+        return
+    for key, value in values.items():
+        if writeable(params.get(key)):
+            params[key][...] = value
+        else:
+            params[key] = value
+    if mine is not None and params.packed() is None:
+        params.flatten()
 
 
 def _alike(arrays) -> bool:

@@ -2,8 +2,7 @@
 model): ``step(state, idx) -> (state, loss)``.
 
 ``state`` holds everything a step changes: the parameters (their one buffer where they are
-packed), the optimizer's state (its step count
-included), the layers' persistent values (batch-norm statistics) and the random generators'
+packed), the optimizer's state (its step count included), the layers' persistent values (batch-norm statistics) and the random generators'
 states (JAX's keys). A step runs the same array-API forward, backward and update as an eager
 step, on a copy of the network bound to the state (:meth:`Network.bound`) and the optimizer's
 pure :meth:`~portnet.optimizers.Optimizer.apply`: nothing is written anywhere, so the library's

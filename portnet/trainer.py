@@ -51,7 +51,8 @@ class Trainer:
     read-backs of the loss), ``seed`` and ``random_source`` (the shuffle's generator: 'native' on
     the device, or 'host' for the same draws on every backend; ``seed=None`` seeds from NumPy's
     global generator, as the book), ``compile`` (None: compile the steps where the library does
-    by default, JAX; True: insist, JAX or ``torch.compile``; False: never). With ``verbose`` it prints the book's lines. :meth:`train` runs epochs of
+    by default, JAX; True: insist, JAX or ``torch.compile``; False: never). With ``verbose`` it
+    prints the book's lines. :meth:`train` runs epochs of
     shuffled mini-batches; :meth:`train_step` is the book's single step (a mini-batch drawn with
     replacement, an evaluation when an epoch begins). Afterwards: ``train_loss_list`` (one float a
     step), ``train_acc_list``, ``test_acc_list``, ``epoch_times`` (the training steps' seconds,
